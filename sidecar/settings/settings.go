@@ -1,0 +1,87 @@
+// Package settings holds the names that tie the webhook to the dumpcatcher
+// binary it injects: environment variables the uploader sidecar reads, the
+// flags of `dumpcatcher dump` that the injected preStop hook passes, and the
+// fixed paths inside the sidecar image and the shared volume.
+//
+// The webhook writes these names into pod specs and the sidecar reads them, so
+// both import them from here: renaming one breaks the build, not production.
+package settings
+
+// BinaryPath is where the sidecar image ships the dumpcatcher binary.
+const BinaryPath = "/usr/local/bin/dumpcatcher"
+
+// SidecarDir is where the uploader sidecar mounts the whole shared volume.
+const SidecarDir = "/dumpcatcher"
+
+// Layout of the shared volume (paths relative to its root).
+const (
+	// BinDir holds the dumpcatcher binary the sidecar copies in, so that the
+	// preStop hook can run it inside any app image.
+	BinDir = "bin"
+	// BinaryName is the file name of the binary inside BinDir.
+	BinaryName = "dumpcatcher"
+	// DumpsDir holds one directory per target container: DumpsDir/<container>/.
+	DumpsDir = "dumps"
+)
+
+// Environment variables of the uploader sidecar.
+const (
+	// EnvDir is the shared volume's mount path inside the sidecar.
+	EnvDir = "DUMPCATCHER_DIR"
+	// EnvDestination is the storage URL dumps are uploaded to.
+	EnvDestination = "DUMPCATCHER_DESTINATION"
+	// EnvCredentialsDir is the directory where the credentials Secret is
+	// mounted; unset means the storage client's default credential chain.
+	EnvCredentialsDir = "DUMPCATCHER_CREDENTIALS_DIR"
+	// EnvPodName, EnvPodNamespace, EnvPodUID and EnvNodeName carry the pod's
+	// identity through the downward API.
+	EnvPodName      = "DUMPCATCHER_POD_NAME"
+	EnvPodNamespace = "DUMPCATCHER_POD_NAMESPACE"
+	EnvPodUID       = "DUMPCATCHER_POD_UID"
+	EnvNodeName     = "DUMPCATCHER_NODE_NAME"
+	// EnvWorkload names the pod's workload as kind/name, e.g. deployment/web.
+	EnvWorkload = "DUMPCATCHER_WORKLOAD"
+	// EnvContainers is the comma-separated list of target containers.
+	EnvContainers = "DUMPCATCHER_CONTAINERS"
+)
+
+// CredentialsMountPath is where the credentials Secret is mounted in the
+// sidecar when one is configured.
+const CredentialsMountPath = "/var/run/secrets/dumpcatcher/credentials"
+
+// Subcommands of the dumpcatcher binary.
+const (
+	CmdUpload = "upload"
+	CmdDump   = "dump"
+)
+
+// Flags of `dumpcatcher dump` that the injected preStop hook sets.
+const (
+	FlagReason      = "--reason"
+	FlagPolicy      = "--policy"
+	FlagDir         = "--dir"
+	FlagContainer   = "--container"
+	FlagNamespace   = "--namespace"
+	FlagWorkload    = "--workload"
+	FlagGracePeriod = "--grace-period"
+	// FlagThen carries the container's original preStop handler as JSON
+	// (a corev1.LifecycleHandler); the dump command runs it after the dump.
+	FlagThen = "--then"
+)
+
+// Reasons a dump is taken for; they end up in object keys and metadata.
+const (
+	ReasonOOM     = "oom"
+	ReasonPreStop = "prestop"
+	ReasonManual  = "manual"
+)
+
+// PreStop policies of `dumpcatcher dump`.
+const (
+	PolicyAlways     = "always"
+	PolicyOnPressure = "on-pressure"
+	PolicyNever      = "never"
+)
+
+// Policies lists the valid preStop policies in documentation order.
+func Policies() []string { return []string{PolicyAlways, PolicyOnPressure, PolicyNever} }

@@ -1,0 +1,208 @@
+package inject
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dumpcatcher/dumpcatcher/webhook/config"
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from the current output")
+
+// goldenCase is one testdata/NAME.yaml file.
+type goldenCase struct {
+	// Namespace of the pod (default "default").
+	Namespace       string            `json:"namespace"`
+	NamespaceLabels map[string]string `json:"namespaceLabels"`
+	// Config is applied over testConfig.
+	Config map[string]any `json:"config"`
+	// NativeSidecar defaults to true.
+	NativeSidecar *bool      `json:"nativeSidecar"`
+	Pod           corev1.Pod `json:"pod"`
+}
+
+// goldenResult is one testdata/NAME.golden.yaml file.
+type goldenResult struct {
+	Injected bool        `json:"injected"`
+	Reason   string      `json:"reason,omitempty"`
+	Error    string      `json:"error,omitempty"`
+	Warnings []string    `json:"warnings,omitempty"`
+	Pod      *corev1.Pod `json:"pod,omitempty"`
+}
+
+const testVersion = "v0.0.0-test"
+
+// testConfig is the configuration goldens start from.
+const testConfig = `
+destination: s3://heap-dumps/cluster-a?endpoint=http://minio.minio.svc:9000&path-style=true
+credentialsSecret: dumpcatcher-s3
+sidecar:
+  image: registry.example/dumpcatcher:v0.0.0-test
+`
+
+func loadCase(t testing.TB, file string) (Input, Options) {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gc goldenCase
+	if err := yaml.UnmarshalStrict(data, &gc); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	return caseInput(t, gc)
+}
+
+func caseInput(t testing.TB, gc goldenCase) (Input, Options) {
+	t.Helper()
+	base, err := config.Parse([]byte(testConfig), testVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gc.Config != nil {
+		over, err := yaml.Marshal(gc.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := yaml.UnmarshalStrict(over, &base); err != nil {
+			t.Fatalf("config: %v", err)
+		}
+		if err := base.Validate(); err != nil {
+			t.Fatalf("config: %v", err)
+		}
+	}
+	ns := gc.Namespace
+	if ns == "" {
+		ns = "default"
+	}
+	native := true
+	if gc.NativeSidecar != nil {
+		native = *gc.NativeSidecar
+	}
+	pod := gc.Pod
+	return Input{Pod: &pod, Namespace: ns, NamespaceLabels: gc.NamespaceLabels},
+		Options{Config: base, NativeSidecar: native, OwnNamespace: "dumpcatcher-system", Version: testVersion}
+}
+
+func run(in Input, opts Options) goldenResult {
+	res, err := Inject(in, opts)
+	if err != nil {
+		return goldenResult{Error: err.Error()}
+	}
+	return goldenResult{Injected: res.Injected, Reason: res.Reason, Warnings: res.Warnings, Pod: res.Pod}
+}
+
+func TestGolden(t *testing.T) {
+	inputs, err := filepath.Glob("testdata/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	n := 0
+	for _, file := range inputs {
+		if strings.HasSuffix(file, ".golden.yaml") {
+			continue
+		}
+		n++
+		name := strings.TrimSuffix(filepath.Base(file), ".yaml")
+		golden := strings.TrimSuffix(file, ".yaml") + ".golden.yaml"
+		seen[golden] = true
+		t.Run(name, func(t *testing.T) {
+			in, opts := loadCase(t, file)
+			got := run(in, opts)
+			out, err := yaml.Marshal(got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if *update {
+				if err := os.WriteFile(golden, out, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("no golden file (run go test ./webhook/inject -update): %v", err)
+			}
+			if !bytes.Equal(out, want) {
+				t.Fatalf("%s is stale (run go test ./webhook/inject -update and review the diff):\n%s", golden, cmp.Diff(string(want), string(out)))
+			}
+			checkInvariants(t, in, opts, got)
+		})
+	}
+	if n < 20 {
+		t.Errorf("only %d golden cases; the injection needs at least 20 pod shapes", n)
+	}
+	goldens, _ := filepath.Glob("testdata/*.golden.yaml")
+	for _, g := range goldens {
+		if !seen[g] {
+			t.Errorf("%s has no input file: remove it", g)
+		}
+	}
+}
+
+// checkInvariants holds for every result: re-injection changes nothing, also
+// when the status annotation was stripped, and JAVA_TOOL_OPTIONS never
+// references a variable that may be undefined.
+func checkInvariants(t testing.TB, in Input, opts Options, got goldenResult) {
+	t.Helper()
+	if got.Error != "" {
+		var ae *AnnotationError
+		if _, err := Inject(in, opts); !errors.As(err, &ae) {
+			t.Errorf("error is not an *AnnotationError: %v", err)
+		}
+		return
+	}
+	if !got.Injected {
+		if diff := cmp.Diff(in.Pod, got.Pod); diff != "" {
+			t.Errorf("pod not injected but changed:\n%s", diff)
+		}
+		return
+	}
+	again, err := Inject(Input{Pod: got.Pod, Namespace: in.Namespace, NamespaceLabels: in.NamespaceLabels}, opts)
+	if err != nil {
+		t.Fatalf("re-injection failed: %v", err)
+	}
+	if again.Injected {
+		t.Errorf("re-injection injected again: %s", again.Reason)
+	}
+	if diff := cmp.Diff(got.Pod, again.Pod); diff != "" {
+		t.Errorf("re-injection changed the pod:\n%s", diff)
+	}
+	stripped := got.Pod.DeepCopy()
+	delete(stripped.Annotations, AnnotationStatus)
+	again, err = Inject(Input{Pod: stripped, Namespace: in.Namespace, NamespaceLabels: in.NamespaceLabels}, opts)
+	if err != nil || again.Injected {
+		t.Errorf("re-injection without the status annotation: injected=%v err=%v", again.Injected, err)
+	}
+	if _, err := ParseStatus(got.Pod.Annotations[AnnotationStatus]); err != nil {
+		t.Errorf("status annotation: %v", err)
+	}
+	for _, c := range got.Pod.Spec.Containers {
+		if msg := unsafeReference(c); msg != "" {
+			t.Errorf("container %q: %s", c.Name, msg)
+		}
+	}
+}
+
+// unsafeReference returns a message when a JAVA_TOOL_OPTIONS value written by
+// the webhook references a variable that is not surely defined before it.
+func unsafeReference(c corev1.Container) string {
+	defined := map[string]bool{}
+	for _, e := range c.Env {
+		if e.Name == JTOEnv && strings.Contains(e.Value, "$("+OriginalJTOEnv+")") && !defined[OriginalJTOEnv] {
+			return JTOEnv + " references " + OriginalJTOEnv + " before it is surely defined"
+		}
+		if e.ValueFrom == nil || !isOptional(e.ValueFrom) {
+			defined[e.Name] = true
+		}
+	}
+	return ""
+}
