@@ -1,0 +1,509 @@
+package server
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dumpcatcher/dumpcatcher/webhook/config"
+	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
+	"github.com/go-logr/logr"
+	"go.uber.org/zap/zapcore"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/yaml"
+)
+
+// rig is a real kube-apiserver and etcd (envtest) with the dumpcatcher
+// webhook served over TLS and registered through a MutatingWebhookConfiguration.
+type rig struct {
+	env      *envtest.Environment
+	cfg      *rest.Config
+	client   *kubernetes.Clientset
+	warnings *warningRecorder
+	health   string
+	metrics  string
+	stop     func()
+	done     chan error
+}
+
+// startRig starts the control plane and the webhook. It skips the test when
+// the binaries are not there, unless DUMPCATCHER_REQUIRE_ENVTEST is set (as
+// `make test` does), so a missing tool can never pass silently in CI.
+func startRig(t testing.TB, log logr.Logger) *rig {
+	t.Helper()
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		if os.Getenv("DUMPCATCHER_REQUIRE_ENVTEST") != "" {
+			t.Fatal("KUBEBUILDER_ASSETS is not set; run `make tools` (make test does)")
+		}
+		t.Skip("KUBEBUILDER_ASSETS not set: run via `make test`")
+	}
+	r := &rig{warnings: &warningRecorder{}}
+	r.env = &envtest.Environment{
+		BinaryAssetsDirectory: assets,
+		WebhookInstallOptions: envtest.WebhookInstallOptions{
+			LocalServingHost: "127.0.0.1",
+			MutatingWebhooks: []*admissionregistrationv1.MutatingWebhookConfiguration{webhookConfiguration()},
+		},
+	}
+	cfg, err := r.env.Start()
+	if err != nil {
+		t.Fatalf("starting envtest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := r.env.Stop(); err != nil {
+			t.Errorf("stopping envtest: %v", err)
+		}
+	})
+	r.cfg = rest.CopyConfig(cfg)
+	r.cfg.WarningHandler = r.warnings
+	r.client = kubernetes.NewForConfigOrDie(r.cfg)
+
+	r.health = freeAddr(t)
+	r.metrics = freeAddr(t)
+	c, err := config.Parse([]byte("destination: s3://heap-dumps/envtest?endpoint=http://127.0.0.1:9000&path-style=true\ncredentialsSecret: dumpcatcher-s3\nsidecar: {image: dumpcatcher:envtest}\n"), "envtest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wio := &r.env.WebhookInstallOptions
+	ctx, cancel := context.WithCancel(context.Background())
+	r.done = make(chan error, 1)
+	go func() {
+		r.done <- Run(ctx, cfg, Options{
+			Config: c, Namespace: "dumpcatcher-system", Version: "envtest",
+			Host: wio.LocalServingHost, Port: wio.LocalServingPort, CertDir: wio.LocalServingCertDir,
+			MetricsAddr: r.metrics, HealthAddr: r.health,
+			Registry: ctrlmetrics.Registry, Log: log,
+		})
+	}()
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-r.done:
+				if err != nil {
+					t.Errorf("webhook server: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("webhook server did not stop within 30s")
+			}
+		})
+	}
+	t.Cleanup(r.stop)
+	waitFor(t, 60*time.Second, "webhook ready", func() error {
+		select {
+		case err := <-r.done:
+			t.Fatalf("webhook server exited: %v", err)
+		default:
+		}
+		return get200("http://" + r.health + "/readyz")
+	})
+	return r
+}
+
+// webhookConfiguration registers every pod CREATE with the webhook, like the
+// chart does, and leaves all namespaces to the handler's own checks.
+// envtest rewrites the service reference to https://127.0.0.1:PORT/ + path.
+func webhookConfiguration() *admissionregistrationv1.MutatingWebhookConfiguration {
+	ignore := admissionregistrationv1.Ignore
+	none := admissionregistrationv1.SideEffectClassNone
+	ifNeeded := admissionregistrationv1.IfNeededReinvocationPolicy
+	timeout := int32(5)
+	path := "mutate-v1-pod" // envtest adds the leading slash
+	return &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "dumpcatcher"},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name:                    "pods.dumpcatcher.io",
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{Namespace: "dumpcatcher-system", Name: "dumpcatcher", Path: &path}},
+			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+			FailurePolicy:           &ignore,
+			SideEffects:             &none,
+			ReinvocationPolicy:      &ifNeeded,
+			TimeoutSeconds:          &timeout,
+			AdmissionReviewVersions: []string{"v1"},
+		}},
+	}
+}
+
+type warningRecorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warningRecorder) HandleWarningHeader(_ int, _ string, msg string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.msgs = append(w.msgs, msg)
+}
+
+func (w *warningRecorder) take() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	m := w.msgs
+	w.msgs = nil
+	return m
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func get200(url string) error {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("%s: %d %s", url, resp.StatusCode, b)
+	}
+	return nil
+}
+
+func waitFor(t testing.TB, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %s: %v", what, timeout, err)
+}
+
+func (r *rig) namespace(t testing.TB, name string, labels map[string]string) {
+	t.Helper()
+	_, err := r.client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
+
+func testPod(name string, annotations map[string]string) *corev1.Pod {
+	uid := int64(1000)
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations},
+		Spec: corev1.PodSpec{
+			SecurityContext: &corev1.PodSecurityContext{RunAsUser: &uid},
+			Containers:      []corev1.Container{{Name: "app", Image: "eclipse-temurin:17-jre"}},
+		},
+	}
+}
+
+func (r *rig) create(t testing.TB, ns string, pod *corev1.Pod) *corev1.Pod {
+	t.Helper()
+	got, err := r.client.CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating pod %s/%s: %v", ns, pod.Name, err)
+	}
+	return got
+}
+
+func isInjected(t testing.TB, pod *corev1.Pod) bool {
+	t.Helper()
+	raw, ok := pod.Annotations[inject.AnnotationStatus]
+	if !ok {
+		return false
+	}
+	st, err := inject.ParseStatus(raw)
+	if err != nil {
+		t.Fatalf("status annotation %q: %v", raw, err)
+	}
+	if len(pod.Spec.InitContainers) == 0 || pod.Spec.InitContainers[0].Name != st.Sidecar {
+		t.Fatalf("status says sidecar %q but initContainers are %v", st.Sidecar, pod.Spec.InitContainers)
+	}
+	return true
+}
+
+var optIn = map[string]string{inject.AnnotationInject: "true"}
+
+func TestMain(m *testing.M) {
+	// controller-runtime's packages log through its global logger.
+	ctrllog.SetLogger(crzap.New(crzap.WriteTo(os.Stderr), crzap.Level(zapcore.WarnLevel)))
+	os.Exit(m.Run())
+}
+
+func TestWebhookAgainstAPIServer(t *testing.T) {
+	r := startRig(t, crzap.New(crzap.WriteTo(os.Stderr), crzap.Level(zapcore.WarnLevel)))
+	r.namespace(t, "plain", nil)
+	r.namespace(t, "enabled", map[string]string{inject.LabelInject: inject.LabelEnabled})
+	r.namespace(t, "dumpcatcher-system", nil)
+	r.namespace(t, "secure", map[string]string{"pod-security.kubernetes.io/enforce": "restricted", inject.LabelInject: inject.LabelEnabled})
+	r.namespace(t, "golden", nil)
+
+	t.Run("annotated pod is injected", func(t *testing.T) {
+		got := r.create(t, "plain", testPod("annotated", optIn))
+		if !isInjected(t, got) {
+			t.Fatalf("not injected: %v", got.Annotations)
+		}
+		app := got.Spec.Containers[0]
+		if jto := envValue(app, "JAVA_TOOL_OPTIONS"); jto != "-XX:+HeapDumpOnOutOfMemoryError -XX:HeapDumpPath=/dumpcatcher/dumps/" {
+			t.Errorf("JAVA_TOOL_OPTIONS = %q", jto)
+		}
+		if app.Lifecycle == nil || app.Lifecycle.PreStop == nil || app.Lifecycle.PreStop.Exec == nil {
+			t.Errorf("no preStop exec hook: %+v", app.Lifecycle)
+		}
+		if got.Spec.TerminationGracePeriodSeconds == nil || *got.Spec.TerminationGracePeriodSeconds != 60 {
+			t.Errorf("terminationGracePeriodSeconds = %v, want 60", got.Spec.TerminationGracePeriodSeconds)
+		}
+		sc := got.Spec.InitContainers[0]
+		if sc.RestartPolicy == nil || *sc.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+			t.Errorf("sidecar is not native on a 1.34 API server: %+v", sc.RestartPolicy)
+		}
+	})
+	t.Run("labelled namespace injects unannotated pods", func(t *testing.T) {
+		if got := r.create(t, "enabled", testPod("by-label", nil)); !isInjected(t, got) {
+			t.Fatal("not injected")
+		}
+	})
+	untouched := []struct {
+		name, ns string
+		ann      map[string]string
+	}{
+		{"opt-out", "enabled", map[string]string{inject.AnnotationInject: "false"}},
+		{"unannotated", "plain", nil},
+		{"kube-system", "kube-system", optIn},
+		{"own-namespace", "dumpcatcher-system", optIn},
+	}
+	for _, tc := range untouched {
+		t.Run(tc.name+" is untouched", func(t *testing.T) {
+			pod := testPod(tc.name, tc.ann)
+			got := r.create(t, tc.ns, pod)
+			if isInjected(t, got) || len(got.Spec.InitContainers) != 0 || len(got.Spec.Containers) != 1 || len(got.Spec.Volumes) != 0 {
+				t.Fatalf("pod was changed: %+v", got.Spec)
+			}
+		})
+	}
+	t.Run("invalid annotation is denied naming it", func(t *testing.T) {
+		pod := testPod("bad", map[string]string{inject.AnnotationInject: "true", inject.AnnotationPreStop: "sometimes"})
+		_, err := r.client.CoreV1().Pods("plain").Create(context.Background(), pod, metav1.CreateOptions{})
+		if err == nil || !strings.Contains(err.Error(), `annotation dumpcatcher.io/prestop: invalid value "sometimes"`) {
+			t.Fatalf("err = %v, want a denial naming the annotation", err)
+		}
+	})
+	t.Run("warnings reach the client", func(t *testing.T) {
+		pod := testPod("no-uid", optIn)
+		pod.Spec.SecurityContext = nil
+		r.warnings.take()
+		r.create(t, "plain", pod)
+		w := strings.Join(r.warnings.take(), "\n")
+		if !strings.Contains(w, `container "app" has no runAsUser`) {
+			t.Fatalf("warnings = %q", w)
+		}
+	})
+	t.Run("restricted namespace admits the injected pod", func(t *testing.T) {
+		// A pod that breaks "restricted" is rejected: the namespace enforces it.
+		if _, err := r.client.CoreV1().Pods("secure").Create(context.Background(), testPod("lax", nil), metav1.CreateOptions{}); err == nil || !strings.Contains(err.Error(), "violates PodSecurity") {
+			t.Fatalf("a non-compliant pod was not rejected: %v", err)
+		}
+		got := r.create(t, "secure", restrictedPod("hardened"))
+		if !isInjected(t, got) {
+			t.Fatal("not injected")
+		}
+	})
+	t.Run("every golden output is accepted by the API server", func(t *testing.T) {
+		files, err := filepath.Glob("../inject/testdata/*.golden.yaml")
+		if err != nil || len(files) < 20 {
+			t.Fatalf("golden files: %d, %v", len(files), err)
+		}
+		n := 0
+		for _, f := range files {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var g struct {
+				Injected bool        `json:"injected"`
+				Pod      *corev1.Pod `json:"pod"`
+			}
+			if err := yaml.Unmarshal(data, &g); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			if !g.Injected {
+				continue
+			}
+			n++
+			g.Pod.Namespace = ""
+			_, err = r.client.CoreV1().Pods("golden").Create(context.Background(), g.Pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			if err != nil {
+				t.Errorf("%s: rejected: %v", filepath.Base(f), err)
+			}
+		}
+		t.Logf("%d injected golden pods accepted", n)
+	})
+	t.Run("metrics count admissions", func(t *testing.T) {
+		resp, err := http.Get("http://" + r.metrics + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("/metrics: %d", resp.StatusCode)
+		}
+		for _, series := range []string{
+			`dumpcatcher_webhook_admissions_total{outcome="injected"}`,
+			`dumpcatcher_webhook_admissions_total{outcome="denied"} 1`,
+			`dumpcatcher_webhook_admission_duration_seconds_bucket{outcome="injected",le=`,
+		} {
+			if !strings.Contains(string(b), series) {
+				t.Errorf("/metrics has no %s", series)
+			}
+		}
+		if err := get200("http://" + r.health + "/healthz"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("rotated certificate is served without a restart", func(t *testing.T) {
+		dir := r.env.WebhookInstallOptions.LocalServingCertDir
+		addr := net.JoinHostPort(r.env.WebhookInstallOptions.LocalServingHost, fmt.Sprint(r.env.WebhookInstallOptions.LocalServingPort))
+		origCert, _ := os.ReadFile(filepath.Join(dir, "tls.crt"))
+		origKey, _ := os.ReadFile(filepath.Join(dir, "tls.key"))
+		before := servedFingerprint(t, addr)
+		newCert, newKey := selfSigned(t)
+		writeKeyPair(t, dir, newCert, newKey)
+		want := fingerprintPEM(t, newCert)
+		waitFor(t, 30*time.Second, "new certificate served", func() error {
+			if got := servedFingerprint(t, addr); got != want {
+				return fmt.Errorf("still serving %x", got[:4])
+			}
+			return nil
+		})
+		if before == want {
+			t.Fatal("test certificate equals the original")
+		}
+		writeKeyPair(t, dir, origCert, origKey)
+		waitFor(t, 30*time.Second, "original certificate served again", func() error {
+			if servedFingerprint(t, addr) != before {
+				return errors.New("not yet")
+			}
+			return nil
+		})
+		if got := r.create(t, "plain", testPod("after-rotation", optIn)); !isInjected(t, got) {
+			t.Fatal("not injected after the certificate came back")
+		}
+	})
+	t.Run("webhook down and failurePolicy Ignore: pods are still created", func(t *testing.T) {
+		r.stop()
+		got := r.create(t, "plain", testPod("webhook-down", optIn))
+		if isInjected(t, got) {
+			t.Fatal("injected with the webhook stopped?")
+		}
+	})
+}
+
+func restrictedPod(name string) *corev1.Pod {
+	yes, no := true, false
+	uid := int64(10001)
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.PodSpec{
+			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: &yes, RunAsUser: &uid, RunAsGroup: &uid, SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			Containers: []corev1.Container{{Name: "app", Image: "app:1", SecurityContext: &corev1.SecurityContext{
+				AllowPrivilegeEscalation: &no, Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}}},
+		},
+	}
+}
+
+func envValue(c corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
+}
+
+func servedFingerprint(t testing.TB, addr string) [32]byte {
+	t.Helper()
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // reading the served certificate only
+	if err != nil {
+		return [32]byte{}
+	}
+	defer conn.Close()
+	return sha256.Sum256(conn.ConnectionState().PeerCertificates[0].Raw)
+}
+
+func fingerprintPEM(t testing.TB, certPEM []byte) [32]byte {
+	t.Helper()
+	b, _ := pem.Decode(certPEM)
+	if b == nil {
+		t.Fatal("bad PEM")
+	}
+	return sha256.Sum256(b.Bytes)
+}
+
+func selfSigned(t testing.TB) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "rotated"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+// writeKeyPair replaces both files the way cert-manager's Secret volume
+// update does: new files renamed into place.
+func writeKeyPair(t testing.TB, dir string, cert, key []byte) {
+	t.Helper()
+	for name, data := range map[string][]byte{"tls.key": key, "tls.crt": cert} {
+		tmp := filepath.Join(dir, "."+name+".tmp")
+		if err := os.WriteFile(tmp, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
