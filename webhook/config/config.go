@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
+	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -133,8 +134,16 @@ func Parse(data []byte, version string) (Config, error) {
 		if err := yaml.Unmarshal(data, &probe); err == nil && probe.Sidecar.Resources != nil {
 			c.Sidecar.Resources = corev1.ResourceRequirements{}
 		}
-		if err := yaml.UnmarshalStrict(data, &c); err != nil {
-			return Config{}, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "error unmarshaling JSON: while decoding JSON: "))
+		j, err := yaml.YAMLToJSON(data)
+		if err != nil {
+			return Config{}, err
+		}
+		strict, err := sigsjson.UnmarshalStrict(j, &c, sigsjson.DisallowUnknownFields)
+		if err != nil {
+			return Config{}, err
+		}
+		if len(strict) > 0 {
+			return Config{}, strict[0] // e.g. unknown field "sidecar.imag"
 		}
 	}
 	if err := c.Validate(); err != nil {

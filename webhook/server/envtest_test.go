@@ -54,13 +54,13 @@ type rig struct {
 }
 
 // startRig starts the control plane and the webhook. It skips the test when
-// the binaries are not there, unless DUMPCATCHER_REQUIRE_ENVTEST is set (as
+// the binaries are not there, unless DUMPCATCHER_REQUIRE_REAL is set (as
 // `make test` does), so a missing tool can never pass silently in CI.
 func startRig(t testing.TB, log logr.Logger) *rig {
 	t.Helper()
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
-		if os.Getenv("DUMPCATCHER_REQUIRE_ENVTEST") != "" {
+		if os.Getenv("DUMPCATCHER_REQUIRE_REAL") != "" {
 			t.Fatal("KUBEBUILDER_ASSETS is not set; run `make tools` (make test does)")
 		}
 		t.Skip("KUBEBUILDER_ASSETS not set: run via `make test`")
