@@ -22,7 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
 
-func testOptions(t *testing.T) inject.Options {
+func testOptions(t testing.TB) inject.Options {
 	t.Helper()
 	cfg, err := config.Parse([]byte("destination: s3://dumps\nsidecar: {image: registry.example/dumpcatcher:test}\n"), "test")
 	if err != nil {

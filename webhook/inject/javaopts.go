@@ -32,7 +32,15 @@ func dumpOptions(dir string) string {
 // isOurOption reports whether a JAVA_TOOL_OPTIONS token sets one of the
 // options dumpcatcher owns. Quotes around (parts of) the token are ignored.
 func isOurOption(token string) bool {
-	t := strings.NewReplacer(`"`, "", `'`, "").Replace(token)
+	t := token
+	if strings.ContainsAny(t, `"'`) {
+		t = strings.Map(func(r rune) rune {
+			if r == '"' || r == '\'' {
+				return -1
+			}
+			return r
+		}, t)
+	}
 	return t == optDumpOnOOM || t == optNoDumpOnOOM || strings.HasPrefix(t, optDumpPath)
 }
 

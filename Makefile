@@ -1,0 +1,47 @@
+# dumpcatcher: `make demo` runs it, `make test` tests it (see README.md).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+GO_BUILD := CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)"
+BIN := bin
+FUZZTIME ?= 15s
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+.PHONY: tools
+tools: ## build the pinned test binaries (kube-apiserver, etcd, minio, helm) into the cache
+	@bash test/tools/install.sh >/dev/null
+
+.PHONY: build
+build: ## build the static binaries into bin/
+	$(GO_BUILD) -o $(BIN)/dumpcatcher-webhook ./cmd/dumpcatcher-webhook
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	go vet ./...
+
+.PHONY: test
+test: lint ## everything: unit, golden, fuzz seeds, real JVM, envtest against a real kube-apiserver
+	@assets=$$(bash test/tools/install.sh); \
+	  KUBEBUILDER_ASSETS=$$assets DUMPCATCHER_REQUIRE_REAL=1 go test -count=1 -race ./...
+	go test -run '^$$' -fuzz FuzzInject -fuzztime $(FUZZTIME) ./webhook/inject
+
+.PHONY: bench
+bench: ## benchmarks (figures go to docs/benchmarks.md)
+	@assets=$$(bash test/tools/install.sh kube-apiserver etcd); \
+	  KUBEBUILDER_ASSETS=$$assets DUMPCATCHER_REQUIRE_REAL=1 go test -run '^$$' -bench . -benchmem -count 1 ./webhook/...
+
+.PHONY: demo
+demo: build ## inject a sample Java Deployment offline and show what the webhook adds
+	@bash test/demo/offline.sh $(BIN)/dumpcatcher-webhook
+
+.PHONY: clean
+clean: ## remove build output (the tool cache stays)
+	rm -rf $(BIN)

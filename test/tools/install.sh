@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Builds the pinned test binaries (kube-apiserver, etcd, minio, helm) from the
+# small Go modules next to this script and prints the directory holding them
+# as the LAST line of stdout; everything else goes to stderr:
+#
+#   KUBEBUILDER_ASSETS=$(test/tools/install.sh)         # all four
+#   test/tools/install.sh etcd helm                      # just these
+#
+# Binaries live in ${DUMPCATCHER_TOOLS:-$(go env GOMODCACHE)/../dumpcatcher-tools}/bin.
+# Each tool has a stamp ($CACHE/stamps/<tool>) holding a hash of everything
+# that decides its build (go.mod, go.sum, package, ldflags, Go version, ...);
+# a tool is rebuilt only when its binary or stamp is missing or the hash
+# changed, so a warm run does no Go work at all. Binaries are written under a
+# temporary name and renamed into place, so an interrupted build never leaves
+# a half-written binary behind.
+set -euo pipefail
+
+exec 3>&1 1>&2 # stdout is reserved for the final bin-dir line
+
+here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+all_tools=(kube-apiserver etcd minio helm)
+
+log() { printf 'tools: %s\n' "$*"; }
+die() { log "error: $*"; exit 1; }
+
+command -v go >/dev/null || die "go not found on PATH"
+{ read -r gomodcache; read -r goversion; read -r goos; read -r goarch; } < <(go env GOMODCACHE GOVERSION GOOS GOARCH)
+cache=${DUMPCATCHER_TOOLS:-$gomodcache/../dumpcatcher-tools}
+mkdir -p "$cache/bin" "$cache/stamps"
+cache=$(cd -- "$cache" && pwd -P)
+bin=$cache/bin
+
+# modver DIR MODULE: the version DIR/go.mod requires for MODULE (both the
+# one-line and the block form of require).
+modver() {
+	awk -v m="$2" '
+		$1 == "require" && $2 == m { print $3; exit }
+		$1 == m && $2 ~ /^v/ && !/=>/ { print $2; exit }
+	' "$here/$1/go.mod"
+}
+
+# spec TOOL: sets dir, pkg and ldflags for TOOL. Versions come from the
+# modules' go.mod files, so each is written down exactly once.
+spec() {
+	local v
+	ldflags="-s -w"
+	case $1 in
+	kube-apiserver)
+		dir=k8s pkg=k8s.io/kubernetes/cmd/kube-apiserver
+		v=$(modver k8s k8s.io/kubernetes)
+		[[ $v =~ ^v([0-9]+)\.([0-9]+)\. ]] || die "cannot parse k8s.io/kubernetes version '$v'"
+		ldflags+=" -X k8s.io/component-base/version.gitVersion=$v"
+		ldflags+=" -X k8s.io/component-base/version.gitMajor=${BASH_REMATCH[1]}"
+		ldflags+=" -X k8s.io/component-base/version.gitMinor=${BASH_REMATCH[2]}"
+		ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
+		ldflags+=" -X k8s.io/component-base/version.buildDate=2026-01-01T00:00:00Z"
+		;;
+	etcd)
+		# etcd's version is a constant in go.etcd.io/etcd/api/v3/version.
+		dir=etcd pkg=go.etcd.io/etcd/server/v3
+		;;
+	minio)
+		# MinIO has no tags on the proxy; the pseudo-version carries the
+		# commit time and hash, which its own build turns into these flags.
+		dir=minio pkg=github.com/minio/minio
+		v=$(modver minio github.com/minio/minio)
+		[[ $v =~ -([0-9]{4})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})-([0-9a-f]{12})$ ]] ||
+			die "cannot parse github.com/minio/minio version '$v'"
+		local r=("${BASH_REMATCH[@]}")
+		ldflags+=" -X github.com/minio/minio/cmd.Version=${r[1]}-${r[2]}-${r[3]}T${r[4]}:${r[5]}:${r[6]}Z"
+		ldflags+=" -X github.com/minio/minio/cmd.ReleaseTag=DEVELOPMENT.${r[1]}-${r[2]}-${r[3]}T${r[4]}-${r[5]}-${r[6]}Z"
+		ldflags+=" -X github.com/minio/minio/cmd.CopyrightYear=${r[1]}"
+		ldflags+=" -X github.com/minio/minio/cmd.CommitID=${r[7]}"
+		ldflags+=" -X github.com/minio/minio/cmd.ShortCommitID=${r[7]}"
+		;;
+	helm)
+		dir=helm pkg=helm.sh/helm/v3/cmd/helm
+		v=$(modver helm helm.sh/helm/v3)
+		ldflags+=" -X helm.sh/helm/v3/internal/version.version=$v"
+		ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+		;;
+	*) return 1 ;;
+	esac
+}
+
+# Fixed build environment: static binaries, go.mod/go.sum never rewritten.
+build_env=(CGO_ENABLED=0 GOFLAGS=-mod=readonly)
+
+stamp_of() { # TOOL -> hash of all build inputs
+	spec "$1"
+	{
+		cat "$here/$dir/go.mod" "$here/$dir/go.sum"
+		printf '%s\n' "$pkg" "$ldflags" "$goversion" "$goos/$goarch" "${build_env[@]}"
+	} | sha256sum | cut -d' ' -f1
+}
+
+fresh() { # TOOL HASH
+	[[ -x $bin/$1 && -f $cache/stamps/$1 && $(<"$cache/stamps/$1") == "$2" ]]
+}
+
+tools=("$@")
+((${#tools[@]})) || tools=("${all_tools[@]}")
+
+declare -A want=()
+stale=()
+for t in "${tools[@]}"; do
+	spec "$t" || die "unknown tool '$t' (known: ${all_tools[*]})"
+	want[$t]=$(stamp_of "$t")
+	fresh "$t" "${want[$t]}" || stale+=("$t")
+done
+
+tmp=
+cleanup() { [[ -z $tmp ]] || rm -f -- "$tmp"; }
+trap cleanup EXIT
+
+if ((${#stale[@]})); then
+	# Serialise concurrent installers (make -j, parallel CI steps).
+	if command -v flock >/dev/null; then
+		exec 9>"$cache/.lock"
+		flock 9
+		rm -f -- "$bin"/.*.tmp.* # left by killed builds
+	fi
+	for t in "${stale[@]}"; do
+		fresh "$t" "${want[$t]}" && continue # built meanwhile by another installer
+		spec "$t"
+		log "building $t ($pkg) from test/tools/$dir ..."
+		tmp=$bin/.$t.tmp.$$
+		start=$SECONDS
+		env "${build_env[@]}" go build -C "$here/$dir" -trimpath -ldflags "$ldflags" -o "$tmp" "$pkg"
+		rm -f -- "$cache/stamps/$t"
+		mv -f -- "$tmp" "$bin/$t"
+		tmp=
+		printf '%s\n' "${want[$t]}" >"$cache/stamps/$t"
+		log "built $t in $((SECONDS - start))s ($(du -h -- "$bin/$t" | cut -f1))"
+	done
+fi
+
+# envtest may look for kubectl next to kube-apiserver.
+if [[ ! -e $bin/kubectl ]] && kubectl=$(command -v kubectl); then
+	ln -sf -- "$kubectl" "$bin/kubectl"
+fi
+
+printf '%s\n' "$bin" >&3
