@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dumpcatcher/dumpcatcher/webhook/config"
+	"github.com/google/go-cmp/cmp"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestParseServe(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(good, []byte("destination: s3://dumps\npreStop: always\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte("preStop: sometimes\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr string
+		check   func(t *testing.T, sc serveConfig)
+	}{
+		{name: "defaults without a config file", env: map[string]string{"POD_NAMESPACE": "dumpcatcher"},
+			check: func(t *testing.T, sc serveConfig) {
+				if diff := cmp.Diff(config.Default(version), sc.opts.Config); diff != "" {
+					t.Error(diff)
+				}
+				if sc.opts.Port != 9443 || sc.opts.CertDir != "/etc/dumpcatcher/tls" || sc.opts.Namespace != "dumpcatcher" ||
+					sc.opts.MetricsAddr != ":8080" || sc.opts.HealthAddr != ":8081" {
+					t.Errorf("defaults: %+v", sc.opts)
+				}
+			}},
+		{name: "flags and config file", args: []string{"--config", good, "--port", "10250", "--cert-dir", "/certs", "--namespace", "ops", "--zap-log-level", "debug"},
+			check: func(t *testing.T, sc serveConfig) {
+				if sc.opts.Config.Destination != "s3://dumps" || sc.opts.Config.PreStop != "always" || sc.opts.Port != 10250 || sc.opts.CertDir != "/certs" || sc.opts.Namespace != "ops" {
+					t.Errorf("got %+v", sc.opts)
+				}
+			}},
+		{name: "bad config names the file and the key", args: []string{"--config", bad, "--namespace", "x"}, wantErr: bad + `: preStop: "sometimes" is not one of`},
+		{name: "missing config file", args: []string{"--config", filepath.Join(dir, "nope.yaml"), "--namespace", "x"}, wantErr: "reading config"},
+		{name: "no namespace", wantErr: "--namespace: the webhook's own namespace is unknown"},
+		{name: "bad port", args: []string{"--port", "70000", "--namespace", "x"}, wantErr: "--port: 70000 is not a port number"},
+		{name: "unknown flag", args: []string{"--prot", "1"}, wantErr: "flag provided but not defined: -prot"},
+		{name: "stray argument", args: []string{"--namespace", "x", "extra"}, wantErr: `unexpected argument "extra"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sc, err := parseServe(tt.args, &bytes.Buffer{}, env(tt.env))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, sc)
+		})
+	}
+}
+
+const deployment = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      securityContext: {runAsUser: 1000}
+      containers:
+      - name: web
+        image: web:1
+`
+
+func TestRunInject(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfg, []byte("destination: s3://dumps\nsidecar: {image: dumpcatcher:test}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	err := run([]string{"inject", "-f", "-", "--config", cfg, "--namespace-labels", "dumpcatcher.io/inject=enabled", "--native-sidecar", "never"},
+		strings.NewReader(deployment), &out, &errOut, env(nil))
+	if err != nil {
+		t.Fatalf("inject: %v\n%s", err, errOut.String())
+	}
+	for _, want := range []string{"dumpcatcher.io/status", "-XX:HeapDumpPath=/dumpcatcher/dumps/", "image: dumpcatcher:test", "deployment/web"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "restartPolicy: Always") {
+		t.Errorf("--native-sidecar never still made a native sidecar")
+	}
+	// Not opted in: byte-for-byte unchanged.
+	out.Reset()
+	if err := run([]string{"inject", "-f", "-", "--config", cfg}, strings.NewReader(deployment), &out, &errOut, env(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != deployment {
+		t.Errorf("not opted in, but changed:\n%s", out.String())
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"inject"}, "-f FILE (or - for standard input) is required"},
+		{[]string{"inject", "-f", filepath.Join(dir, "missing.yaml")}, "no such file"},
+		{[]string{"inject", "-f", "-", "--native-sidecar", "maybe"}, `--native-sidecar: "maybe" is not one of always, never`},
+		{[]string{"inject", "-f", "-", "--namespace-labels", "novalue"}, `--namespace-labels: "novalue" is not key=value`},
+	} {
+		err := run(tc.args, strings.NewReader(deployment), &bytes.Buffer{}, &bytes.Buffer{}, env(nil))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("run(%v) = %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	if err := run([]string{"version"}, nil, &out, &bytes.Buffer{}, env(nil)); err != nil || out.String() != version+"\n" {
+		t.Fatalf("version: %q %v", out.String(), err)
+	}
+}
