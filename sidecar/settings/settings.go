@@ -7,6 +7,12 @@
 // both import them from here: renaming one breaks the build, not production.
 package settings
 
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
 // BinaryPath is where the sidecar image ships the dumpcatcher binary.
 const BinaryPath = "/usr/local/bin/dumpcatcher"
 
@@ -85,3 +91,29 @@ const (
 
 // Policies lists the valid preStop policies in documentation order.
 func Policies() []string { return []string{PolicyAlways, PolicyOnPressure, PolicyNever} }
+
+// Dump file names. The JVM names its OutOfMemoryError dump java_pid<pid>.hprof
+// in the HeapDumpPath directory; `dumpcatcher dump` names its dumps
+// <reason>-<time>-pid<pid>.hprof and writes them under a name starting with
+// "." that it renames into place when the JVM reports success. The uploader
+// ignores names starting with "." and tells the reason from the name.
+
+// TempPrefix starts the names of files still being written.
+const TempPrefix = "."
+
+// DumpFileName is the name `dumpcatcher dump` gives a finished dump.
+func DumpFileName(reason string, at time.Time, pid int) string {
+	return fmt.Sprintf("%s-%s-pid%d.hprof", reason, at.UTC().Format("20060102T150405.000Z"), pid)
+}
+
+// ReasonOf tells why a dump file was written from its name: dumps of
+// `dumpcatcher dump` start with their reason, anything else the JVM wrote on
+// OutOfMemoryError.
+func ReasonOf(name string) string {
+	for _, r := range []string{ReasonPreStop, ReasonManual} {
+		if strings.HasPrefix(name, r+"-") {
+			return r
+		}
+	}
+	return ReasonOOM
+}

@@ -1,0 +1,24 @@
+package settings
+
+import (
+	"testing"
+	"time"
+)
+
+func TestDumpFileNames(t *testing.T) {
+	at := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	for _, tt := range []struct{ name, reason string }{
+		{DumpFileName(ReasonPreStop, at, 1), ReasonPreStop},
+		{DumpFileName(ReasonManual, at, 42), ReasonManual},
+		{"java_pid1.hprof", ReasonOOM},
+		{"java_pid7.hprof.gz", ReasonOOM},
+		{"prestopish.hprof", ReasonOOM},
+	} {
+		if got := ReasonOf(tt.name); got != tt.reason {
+			t.Errorf("ReasonOf(%q) = %q, want %q", tt.name, got, tt.reason)
+		}
+	}
+	if got := DumpFileName(ReasonManual, at, 42); got != "manual-20261123T100000.000Z-pid42.hprof" {
+		t.Errorf("DumpFileName = %q", got)
+	}
+}
