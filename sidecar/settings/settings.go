@@ -49,6 +49,21 @@ const (
 	EnvWorkload = "DUMPCATCHER_WORKLOAD"
 	// EnvContainers is the comma-separated list of target containers.
 	EnvContainers = "DUMPCATCHER_CONTAINERS"
+	// EnvCAFile is a PEM bundle to trust for an https storage endpoint.
+	EnvCAFile = "DUMPCATCHER_CA_FILE"
+	// EnvKeyTemplate is the object key template.
+	EnvKeyTemplate = "DUMPCATCHER_KEY_TEMPLATE"
+	// EnvCompression is gzip, zstd or none.
+	EnvCompression = "DUMPCATCHER_COMPRESSION"
+	// EnvMetricsAddress serves Prometheus metrics when set (e.g. :9090).
+	EnvMetricsAddress = "DUMPCATCHER_METRICS_ADDRESS"
+	// EnvDrainTimeout bounds uploads after SIGTERM (a Go duration).
+	EnvDrainTimeout = "DUMPCATCHER_DRAIN_TIMEOUT"
+	// EnvQuietPeriod is how long a half-written file must stay unchanged
+	// before it is uploaded as incomplete (a Go duration).
+	EnvQuietPeriod = "DUMPCATCHER_QUIET_PERIOD"
+	// EnvLogLevel is debug, info, warn or error.
+	EnvLogLevel = "DUMPCATCHER_LOG_LEVEL"
 )
 
 // CredentialsMountPath is where the credentials Secret is mounted in the

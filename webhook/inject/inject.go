@@ -280,7 +280,7 @@ func mutate(pod *corev1.Pod, ns string, wl Workload, ps podSettings, opts Option
 			corev1.VolumeMount{Name: volName, MountPath: dumpDir, SubPath: settings.DumpsDir + "/" + c.Name},
 		)
 		var mode string
-		c.Env, mode = mergeJavaToolOptions(c.Env, c.EnvFrom, dumpOptions(dumpDir))
+		c.Env, mode = mergeJavaToolOptions(c.Env, c.EnvFrom, DumpOptions(dumpDir))
 		if where := overridingFlags(c); len(where) > 0 {
 			warnf("container %q sets -XX:HeapDumpPath or -XX:-HeapDumpOnOutOfMemoryError in its %s, which overrides JAVA_TOOL_OPTIONS: OOM dumps may not reach %s; remove the option there", c.Name, strings.Join(where, " and "), dumpDir)
 		}

@@ -21,11 +21,11 @@ const (
 	jtoEnvFrom   = "envFrom"   // may come from envFrom: referenced through OriginalJTOEnv
 )
 
-// dumpOptions are the JVM options that make HotSpot write a heap dump into
+// DumpOptions are the JVM options that make HotSpot write a heap dump into
 // dir on OutOfMemoryError. dir ends in "/" so that a missing directory makes
 // the JVM fail to write rather than create a file named like the directory.
 // No spaces or quotes: every JDK from 8 to 25 parses them alike.
-func dumpOptions(dir string) string {
+func DumpOptions(dir string) string {
 	return optDumpOnOOM + " " + optDumpPath + dir + "/"
 }
 

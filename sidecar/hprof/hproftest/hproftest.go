@@ -117,3 +117,11 @@ func Synthetic(segments, segmentSize int) []byte {
 	record(tagHeapDumpEnd, nil)
 	return b.Bytes()
 }
+
+// Command returns a command that runs the program (it fills its heap until
+// OutOfMemoryError) with the given JVM options; the caller sets Env, for
+// example JAVA_TOOL_OPTIONS as the webhook writes it.
+func (j *JVM) Command(jvmArgs ...string) *exec.Cmd {
+	args := append(append([]string{}, jvmArgs...), "-cp", j.classes, "Oom")
+	return exec.Command(j.java, args...)
+}
