@@ -20,6 +20,7 @@ tools: ## build the pinned test binaries (kube-apiserver, etcd, minio, helm) int
 .PHONY: build
 build: ## build the static binaries into bin/
 	$(GO_BUILD) -o $(BIN)/dumpcatcher-webhook ./cmd/dumpcatcher-webhook
+	$(GO_BUILD) -o $(BIN)/dumpcatcher ./cmd/dumpcatcher
 
 .PHONY: lint
 lint: ## gofmt and go vet
@@ -36,7 +37,7 @@ test: lint ## everything: unit, golden, fuzz seeds, real JVM, envtest against a 
 .PHONY: bench
 bench: ## benchmarks (figures go to docs/benchmarks.md)
 	@assets=$$(bash test/tools/install.sh kube-apiserver etcd); \
-	  KUBEBUILDER_ASSETS=$$assets DUMPCATCHER_REQUIRE_REAL=1 go test -run '^$$' -bench . -benchmem -count 1 ./webhook/...
+	  KUBEBUILDER_ASSETS=$$assets DUMPCATCHER_REQUIRE_REAL=1 go test -run '^$$' -bench . -benchmem -count 1 ./webhook/... ./sidecar/...
 
 .PHONY: demo
 demo: build ## inject a sample Java Deployment offline and show what the webhook adds

@@ -1,0 +1,290 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
+	"github.com/minio/minio-go/v7"
+)
+
+func TestParseUpload(t *testing.T) {
+	base := map[string]string{settings.EnvDestination: "s3://dumps"}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr string
+		check   func(t *testing.T, c uploadConfig)
+	}{
+		{name: "environment as the webhook sets it", env: with(settings.EnvDir, "/dc", settings.EnvContainers, "app, worker", settings.EnvPodName, "web-1", settings.EnvWorkload, "deployment/web"),
+			check: func(t *testing.T, c uploadConfig) {
+				if c.dir != "/dc" || c.dest.Bucket != "dumps" || c.compression != "gzip" || c.drain != 25*time.Second || c.quiet != 2*time.Minute ||
+					strings.Join(c.containers, ",") != "app,worker" || c.identity.Pod != "web-1" || c.identity.Workload != "deployment/web" {
+					t.Errorf("got %+v", c)
+				}
+			}},
+		{name: "flags beat the environment", args: []string{"--compression", "zstd", "--dir", "/x"}, env: with(settings.EnvCompression, "none"),
+			check: func(t *testing.T, c uploadConfig) {
+				if c.compression != "zstd" || c.dir != "/x" {
+					t.Errorf("got %+v", c)
+				}
+			}},
+		{name: "no destination", env: map[string]string{}, wantErr: "--destination ($DUMPCATCHER_DESTINATION): required"},
+		{name: "bad destination", env: with(settings.EnvDestination, "gs://x"), wantErr: `--destination ($DUMPCATCHER_DESTINATION): unsupported scheme "gs"`},
+		{name: "bad compression", env: with(settings.EnvCompression, "lz4"), wantErr: `--compression ($DUMPCATCHER_COMPRESSION): "lz4" is not one of gzip, zstd, none`},
+		{name: "bad template", env: with(settings.EnvKeyTemplate, "{pod}"), wantErr: "--key-template ($DUMPCATCHER_KEY_TEMPLATE): key template \"{pod}\": must use {file} and {time}"},
+		{name: "bad drain", env: with(settings.EnvDrainTimeout, "soon"), wantErr: `--drain-timeout ($DUMPCATCHER_DRAIN_TIMEOUT): "soon" is not a positive duration`},
+		{name: "relative dir", args: []string{"--dir", "dumps"}, env: base, wantErr: `--dir ($DUMPCATCHER_DIR): "dumps" is not an absolute path`},
+		{name: "missing CA file", env: with(settings.EnvCAFile, "/nonexistent/ca.pem"), wantErr: "--ca-file ($DUMPCATCHER_CA_FILE)"},
+		{name: "bad container", env: with(settings.EnvContainers, "../etc"), wantErr: `--containers ($DUMPCATCHER_CONTAINERS): "../etc" is not a container name`},
+		{name: "bad log level", env: with(settings.EnvLogLevel, "loud"), wantErr: "--log-level ($DUMPCATCHER_LOG_LEVEL)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseUpload(tt.args, &bytes.Buffer{}, func(k string) string { return tt.env[k] })
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestRunCommands(t *testing.T) {
+	var out bytes.Buffer
+	if err := run([]string{"version"}, &out, &bytes.Buffer{}, os.Getenv); err != nil || out.String() != version+"\n" {
+		t.Errorf("version: %q %v", out.String(), err)
+	}
+	if err := run([]string{"frobnicate"}, &out, &bytes.Buffer{}, os.Getenv); err == nil || !strings.Contains(err.Error(), `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: %v", err)
+	}
+	if err := run(nil, &out, &bytes.Buffer{}, os.Getenv); err == nil {
+		t.Error("no command accepted")
+	}
+}
+
+// buildBinary builds the real dumpcatcher binary for process-level tests.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "dumpcatcher")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan error
+}
+
+// syncBuffer is a bytes.Buffer safe for the process's writes and the test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (p *proc) logString() string { return p.logs.String() }
+
+func startUpload(t *testing.T, bin, dir string, srv *miniotest.Server, creds string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, "upload")
+	cmd.Env = append(os.Environ(),
+		settings.EnvDir+"="+dir, settings.EnvDestination+"="+srv.URL("e2e"), settings.EnvCredentialsDir+"="+creds,
+		settings.EnvCompression+"=none", settings.EnvContainers+"=app", settings.EnvPodName+"=web-1", settings.EnvPodNamespace+"=shop",
+		settings.EnvWorkload+"=deployment/web", settings.EnvDrainTimeout+"=5s")
+	p := &proc{cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+	})
+	return p
+}
+
+func waitLog(t *testing.T, p *proc, s string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !strings.Contains(p.logString(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s in the log within %v:\n%s", s, within, p.logString())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func listObjects(t *testing.T, srv *miniotest.Server) []minio.ObjectInfo {
+	t.Helper()
+	var out []minio.ObjectInfo
+	for oi := range srv.Client(t).ListObjects(context.Background(), srv.Bucket, minio.ListObjectsOptions{Prefix: "e2e/", Recursive: true}) {
+		if oi.Err != nil {
+			t.Fatal(oi.Err)
+		}
+		out = append(out, oi)
+	}
+	return out
+}
+
+// TestSIGKILLMidUploadThenRestart kills the uploader process with SIGKILL in
+// the middle of an upload and starts it again: the dump is delivered once.
+func TestSIGKILLMidUploadThenRestart(t *testing.T) {
+	srv := miniotest.Start(t, miniotest.Options{})
+	creds := t.TempDir()
+	srv.WriteCredentials(t, creds)
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	p := startUpload(t, bin, dir, srv, creds)
+
+	// The binary places itself for the preStop hook, executable by anyone.
+	placed := filepath.Join(dir, "bin", "dumpcatcher")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fi, err := os.Stat(placed)
+		if err == nil && fi.Mode().Perm() == 0o755 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("binary not placed: %v\n%s", err, p.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "dumps", "app")); err != nil || fi.Mode().Perm() != 0o777 {
+		t.Fatalf("dump directory of container app: %v %v", fi, err)
+	}
+
+	// 640 MiB: several seconds of upload, so the kill lands in the middle.
+	chunk := make([]byte, 16<<20)
+	if _, err := rand.Read(chunk); err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.New()
+	tmp := filepath.Join(dir, "dumps", "app", ".java_pid1.hprof")
+	f, err := os.Create(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 40; i++ {
+		chunk[0] = byte(i)
+		if _, err := f.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+		want.Write(chunk)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "dumps", "app", "java_pid1.hprof")); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, p, `"msg":"claimed"`, 20*time.Second)
+	time.Sleep(700 * time.Millisecond)
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	p.done <- nil // for the cleanup
+	if objs := listObjects(t, srv); len(objs) != 0 {
+		t.Fatalf("an object appeared before the upload finished: %v", objs[0].Key)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".spool", "*.data")); len(left) != 1 {
+		t.Fatalf("spool after SIGKILL: %v", left)
+	}
+
+	p2 := startUpload(t, bin, dir, srv, creds)
+	deadline = time.Now().Add(60 * time.Second)
+	var objs []minio.ObjectInfo
+	for len(objs) == 0 && time.Now().Before(deadline) {
+		objs = listObjects(t, srv)
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(objs) != 1 {
+		t.Fatalf("objects after the restart: %d\n%s", len(objs), p2.logs.String())
+	}
+	o, err := srv.Client(t).GetObject(context.Background(), srv.Bucket, objs[0].Key, minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := sha256.New()
+	if _, err := io.Copy(got, o); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		t.Fatal("delivered content differs")
+	}
+	for up := range srv.Client(t).ListIncompleteUploads(context.Background(), srv.Bucket, objs[0].Key, false) {
+		if up.Err == nil {
+			t.Errorf("the killed process's incomplete multipart upload %s is still there", up.UploadID)
+		}
+	}
+
+	// SIGTERM: a clean stop that says everything was delivered.
+	if err := p2.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p2.done:
+		p2.done <- err
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v\n%s", err, p2.logs.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no exit within 15s of SIGTERM")
+	}
+	if !strings.Contains(p2.logs.String(), "every dump was delivered") {
+		t.Errorf("stop log does not say every dump was delivered:\n%s", p2.logs.String())
+	}
+	if !strings.Contains(p2.logs.String(), `"msg":"delivered"`) || !strings.Contains(p2.logs.String(), `"url":"s3://dumps/e2e/shop/deployment-web/web-1/app/`) {
+		t.Errorf("no delivered line with the object URL:\n%s", p2.logs.String())
+	}
+	if strings.Contains(p2.logs.String(), srv.SecretKey) {
+		t.Error("the secret key appears in the logs")
+	}
+}

@@ -1,0 +1,475 @@
+// Package uploader is the sidecar's main loop: it claims every finished
+// dump the watcher reports into the spool, streams it (compressed on the
+// fly) to the bucket, and removes it only after the store confirmed it.
+// Storage faults keep dumps on disk and are retried with capped backoff; a
+// state change of the storage is logged once, not every retry.
+package uploader
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/dumpcatcher/dumpcatcher/sidecar/objectkey"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/spool"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/watch"
+	"go.uber.org/zap"
+)
+
+// Identity is the pod the dumps come from (downward API).
+type Identity struct {
+	Namespace, Pod, PodUID, Node, Workload string
+}
+
+// Options configure an Uploader.
+type Options struct {
+	Bucket   storage.Bucket
+	Spool    *spool.Spool
+	DumpsDir string
+	Template objectkey.Template
+	Identity Identity
+	// Compression: gzip, zstd or none.
+	Compression string
+	// Workers is how many dumps upload at once (default 1: the memory bound
+	// of one upload holds for the whole sidecar).
+	Workers int
+	// RetryMin and RetryMax bound the backoff between attempts of one dump
+	// (defaults 1s and 1m).
+	RetryMin, RetryMax time.Duration
+	// QuietPeriod is the watcher's: how long a file found half-written must
+	// stay unchanged before it is uploaded as incomplete (default 2m).
+	QuietPeriod time.Duration
+	// Drain is how long uploads go on after the stop signal (default 25s);
+	// Settle ends the drain early once nothing happened for that long
+	// (default 2s).
+	Drain, Settle time.Duration
+	Log           *zap.Logger
+	Metrics       *Metrics
+	Now           func() time.Time
+}
+
+// Uploader moves dumps from the shared volume to storage.
+type Uploader struct {
+	o Options
+
+	mu       sync.Mutex
+	queue    []spool.Entry
+	inFlight map[string]spool.Entry
+	wake     chan struct{}
+	lastWork time.Time
+	down     bool // storage state, for logging state changes once
+}
+
+// New checks the options and fills in defaults.
+func New(o Options) (*Uploader, error) {
+	if o.Bucket == nil || o.Spool == nil || o.DumpsDir == "" || o.Log == nil {
+		return nil, errors.New("uploader: Bucket, Spool, DumpsDir and Log are required")
+	}
+	if _, err := chooseEncoding(o.Compression, nil, ""); err != nil {
+		return nil, err
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.RetryMin, time.Second)
+	def(&o.RetryMax, time.Minute)
+	def(&o.Drain, 25*time.Second)
+	def(&o.Settle, 2*time.Second)
+	if o.Workers <= 0 {
+		o.Workers = 1
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Uploader{o: o, inFlight: map[string]spool.Entry{}, wake: make(chan struct{}, 1)}, nil
+}
+
+// Run uploads until stop is closed (SIGTERM), then drains for up to Drain
+// and returns. It logs every dump it could not deliver by then.
+func (u *Uploader) Run(stop <-chan struct{}) error {
+	// work is cancelled when the drain ends: in-flight uploads are aborted
+	// (their dumps stay in the spool for a restarted sidecar).
+	work, cancelWork := context.WithCancel(context.Background())
+	defer cancelWork()
+
+	pending, err := u.o.Spool.Recover()
+	if err != nil {
+		return err
+	}
+	for _, e := range pending {
+		u.o.Log.Info("resuming a dump claimed before a restart", zap.String("file", e.File), zap.String("container", e.Container), zap.Int("attempts", e.Attempts))
+		u.enqueue(e)
+	}
+	w, err := watch.New(u.o.DumpsDir, watch.Options{Logger: u.o.Log.Named("watch"), QuietPeriod: u.o.QuietPeriod})
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	watchErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		watchErr <- w.Run(work, u.found)
+	}()
+	for i := 0; i < u.o.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			u.worker(work)
+		}()
+	}
+	var runErr error
+	select {
+	case <-stop:
+		runErr = u.drain(watchErr)
+	case err := <-watchErr:
+		runErr = fmt.Errorf("watching %s: %w", u.o.DumpsDir, err)
+		watchErr <- nil
+	}
+	cancelWork()
+	wg.Wait()
+	u.reportUndelivered()
+	return runErr
+}
+
+// drain keeps claiming and uploading after the stop signal until nothing is
+// left and nothing happened for Settle, or Drain is over.
+func (u *Uploader) drain(watchErr <-chan error) error {
+	deadline := time.NewTimer(u.o.Drain)
+	defer deadline.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	u.o.Log.Info("stop requested: delivering what is left", zap.Duration("within", u.o.Drain))
+	for {
+		select {
+		case <-deadline.C:
+			return nil
+		case err := <-watchErr:
+			if err != nil {
+				return err
+			}
+			return nil
+		case <-tick.C:
+			u.mu.Lock()
+			idle := len(u.queue) == 0 && len(u.inFlight) == 0 && u.o.Now().Sub(u.lastWork) >= u.o.Settle
+			u.mu.Unlock()
+			if idle {
+				return nil
+			}
+		}
+	}
+}
+
+func (u *Uploader) reportUndelivered() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var left []string
+	for _, e := range u.queue {
+		left = append(left, u.o.Spool.DataPath(e))
+	}
+	for _, e := range u.inFlight {
+		left = append(left, u.o.Spool.DataPath(e))
+	}
+	if len(left) > 0 {
+		u.o.Log.Error("stopping with dumps NOT delivered; they stay in the spool and are delivered if this container restarts, but are lost with the pod", zap.Strings("dumps", left))
+	} else {
+		u.o.Log.Info("stopped; every dump was delivered")
+	}
+}
+
+// found is the watcher's callback: claim at once, upload later.
+func (u *Uploader) found(ev watch.Event) {
+	e, err := u.o.Spool.Claim(ev.Path, ev.Container, ev.Complete, ev.Size)
+	switch {
+	case errors.Is(err, spool.ErrVanished):
+		u.o.Log.Warn("a dump vanished before it could be claimed", zap.String("path", ev.Path))
+		return
+	case err != nil:
+		// The dump stays where it is; the watcher's quiet-period or a
+		// restart picks it up again. Say so loudly.
+		u.o.Log.Error("cannot claim a dump; it stays in place", zap.String("path", ev.Path), zap.Error(err))
+		return
+	}
+	if !ev.Complete {
+		u.o.Log.Warn("uploading an incomplete dump (its writer stopped before finishing)", zap.String("path", ev.Path), zap.String("why", ev.Reason))
+	}
+	u.o.Log.Info("claimed", zap.String("file", e.File), zap.String("container", e.Container), zap.String("reason", e.Reason), zap.Int64("size", e.Size))
+	u.enqueue(e)
+}
+
+func (u *Uploader) enqueue(e spool.Entry) {
+	u.mu.Lock()
+	u.queue = append(u.queue, e)
+	u.lastWork = u.o.Now()
+	u.mu.Unlock()
+	u.o.Metrics.setQueued(u.queued())
+	select {
+	case u.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (u *Uploader) queued() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.queue) + len(u.inFlight)
+}
+
+func (u *Uploader) next() (spool.Entry, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.queue) == 0 {
+		return spool.Entry{}, false
+	}
+	e := u.queue[0]
+	u.queue = u.queue[1:]
+	u.inFlight[e.ID] = e
+	return e, true
+}
+
+func (u *Uploader) finish(e spool.Entry, requeue bool) {
+	u.mu.Lock()
+	delete(u.inFlight, e.ID)
+	if requeue {
+		u.queue = append(u.queue, e)
+	}
+	u.lastWork = u.o.Now()
+	u.mu.Unlock()
+	u.o.Metrics.setQueued(u.queued())
+}
+
+func (u *Uploader) worker(ctx context.Context) {
+	for {
+		e, ok := u.next()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-u.wake:
+				continue
+			case <-time.After(time.Second):
+				continue
+			}
+		}
+		requeue := u.deliverWithRetry(ctx, e)
+		u.finish(e, requeue)
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// deliverWithRetry tries one dump until it is delivered, dropped or the
+// context ends; it reports whether the dump is still to deliver.
+func (u *Uploader) deliverWithRetry(ctx context.Context, e spool.Entry) bool {
+	backoff := u.o.RetryMin
+	for {
+		err := u.deliver(ctx, &e)
+		if err == nil {
+			u.storageUp()
+			return false
+		}
+		if ctx.Err() != nil {
+			return true
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			u.o.Log.Error("a claimed dump disappeared from the spool; nothing left to upload", zap.String("file", e.File), zap.Error(err))
+			_ = u.o.Spool.Done(e)
+			return false
+		}
+		var fileErr *fileError
+		if errors.As(err, &fileErr) {
+			if e.Attempts == 1 {
+				u.o.Log.Error("cannot read a dump; it stays in the spool and is retried", zap.String("file", e.File), zap.Error(err))
+			}
+		} else {
+			u.storageDown(err)
+		}
+		u.o.Metrics.failed()
+		select {
+		case <-ctx.Done():
+			return true
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, u.o.RetryMax)
+	}
+}
+
+func (u *Uploader) storageDown(err error) {
+	u.mu.Lock()
+	was := u.down
+	u.down = true
+	u.mu.Unlock()
+	u.o.Metrics.setUp(false)
+	if !was {
+		u.o.Log.Error("storage unavailable: dumps stay on disk and are retried with backoff", zap.String("destination", u.o.Bucket.URL("")), zap.Error(err))
+	}
+}
+
+func (u *Uploader) storageUp() {
+	u.mu.Lock()
+	was := u.down
+	u.down = false
+	u.mu.Unlock()
+	u.o.Metrics.setUp(true)
+	if was {
+		u.o.Log.Info("storage reachable again", zap.String("destination", u.o.Bucket.URL("")))
+	}
+}
+
+// fileError is a problem with the local file, not with storage.
+type fileError struct{ err error }
+
+func (e *fileError) Error() string { return e.err.Error() }
+func (e *fileError) Unwrap() error { return e.err }
+
+// deliver uploads one dump once: a single pass over the file, compressed on
+// the fly, verified by the store, then removed from the spool.
+func (u *Uploader) deliver(ctx context.Context, e *spool.Entry) error {
+	start := u.o.Now()
+	path := u.o.Spool.DataPath(*e)
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if errors.Is(err, fs.ErrPermission) {
+			err = fmt.Errorf("%w: the JVM writes dumps with mode 0600, so the uploader must run as the JVM's uid (set securityContext.runAsUser on the pod)", err)
+		}
+		return &fileError{err}
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return &fileError{err}
+	}
+	head := make([]byte, 2)
+	n, _ := io.ReadFull(f, head)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return &fileError{err}
+	}
+	enc, err := chooseEncoding(u.o.Compression, head[:n], e.File)
+	if err != nil {
+		return err
+	}
+	e.Attempts++
+	if e.Key == "" {
+		key, err := u.o.Template.Render(objectkey.Fields{
+			Namespace: u.o.Identity.Namespace, Workload: u.o.Identity.Workload, Pod: u.o.Identity.Pod,
+			Container: e.Container, Node: u.o.Identity.Node, Reason: e.Reason, File: e.File + enc.suffix, Time: e.ClaimedAt,
+		})
+		if err != nil {
+			return err
+		}
+		if key, err = u.uniqueKey(ctx, key, e.ID); err != nil {
+			return err
+		}
+		e.Key = key
+	}
+	// The key is on disk before any byte is sent: a retry or a restart
+	// writes the same object, never a second one.
+	if err := u.o.Spool.Save(*e); err != nil {
+		return &fileError{err}
+	}
+
+	meta := map[string]string{
+		"dump-id":       e.ID,
+		"namespace":     u.o.Identity.Namespace,
+		"pod":           u.o.Identity.Pod,
+		"pod-uid":       u.o.Identity.PodUID,
+		"node":          u.o.Identity.Node,
+		"workload":      u.o.Identity.Workload,
+		"container":     e.Container,
+		"reason":        e.Reason,
+		"file":          e.File,
+		"complete":      strconv.FormatBool(e.Complete),
+		"original-size": strconv.FormatInt(fi.Size(), 10),
+		"encoding":      enc.name,
+	}
+	for k, v := range meta {
+		if v == "" {
+			meta[k] = "unknown"
+		}
+	}
+	pr, pw := io.Pipe()
+	orig := sha256.New()
+	copied := make(chan error, 1)
+	go func() {
+		var err error
+		src := io.TeeReader(f, orig)
+		if enc.wrap == nil {
+			_, err = io.Copy(pw, src)
+		} else {
+			var zw io.WriteCloser
+			if zw, err = enc.wrap(pw); err == nil {
+				_, err = io.Copy(zw, src)
+				if cerr := zw.Close(); err == nil {
+					err = cerr
+				}
+			}
+		}
+		if err != nil {
+			err = &fileError{fmt.Errorf("reading %s: %w", path, err)}
+		}
+		pw.CloseWithError(err)
+		copied <- err
+	}()
+	contentEncoding := enc.name
+	if contentEncoding == "identity" {
+		contentEncoding = ""
+	}
+	info, err := u.o.Bucket.Put(ctx, e.Key, pr, storage.PutOptions{Metadata: meta, ContentEncoding: contentEncoding})
+	pr.CloseWithError(errUploadEnded) // unblocks the copier if Put stopped reading early
+	readErr := <-copied
+	switch {
+	case readErr != nil && !errors.Is(readErr, errUploadEnded):
+		return readErr // the local file failed: that is why Put failed too
+	case err != nil:
+		return err
+	case readErr != nil:
+		return readErr
+	}
+	if err := u.o.Spool.Done(*e); err != nil {
+		u.o.Log.Error("delivered, but could not remove the local copy", zap.String("path", path), zap.Error(err))
+	}
+	took := u.o.Now().Sub(start)
+	u.o.Metrics.delivered(fi.Size(), info.Size)
+	u.o.Log.Info("delivered",
+		zap.String("url", u.o.Bucket.URL(e.Key)), zap.String("container", e.Container), zap.String("reason", e.Reason),
+		zap.Int64("originalSize", fi.Size()), zap.Int64("storedSize", info.Size), zap.String("encoding", enc.name),
+		zap.String("originalSha256", hex.EncodeToString(orig.Sum(nil))), zap.String("verified", info.Verified),
+		zap.Int("attempts", e.Attempts), zap.Duration("took", took))
+	return nil
+}
+
+// errUploadEnded stops the copier when Put returned before reading it all.
+var errUploadEnded = errors.New("upload ended before the whole file was read")
+
+// uniqueKey returns key, or key with the dump id added when another dump
+// already owns key (two dumps of one name in the same millisecond, or a
+// template without enough fields): a dump never overwrites another.
+func (u *Uploader) uniqueKey(ctx context.Context, key, id string) (string, error) {
+	info, err := u.o.Bucket.Stat(ctx, key)
+	switch {
+	case errors.Is(err, storage.ErrNotExist):
+		return key, nil
+	case err != nil:
+		return "", err
+	case info.Metadata["dump-id"] == id:
+		return key, nil
+	}
+	dir, file := filepath.Split(key)
+	return dir + id + "-" + file, nil
+}

@@ -1,0 +1,540 @@
+package uploader
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dumpcatcher/dumpcatcher/sidecar/destination"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof/hproftest"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/objectkey"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/spool"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
+	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/minio/minio-go/v7"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+)
+
+var identity = Identity{Namespace: "shop", Pod: "web-6d4cf56db6-x2k9p", PodUID: "0b1c2d3e-0000-4000-8000-000000000001", Node: "node-1", Workload: "deployment/web"}
+
+// rig is an uploader over a temporary shared volume.
+type rig struct {
+	root, dumps string
+	bucket      storage.Bucket
+	stop        chan struct{}
+	done        chan error
+	metrics     *Metrics
+}
+
+func startUploader(t *testing.T, bucket storage.Bucket, mod func(*Options)) *rig {
+	t.Helper()
+	root := t.TempDir()
+	r := &rig{root: root, dumps: filepath.Join(root, "dumps"), bucket: bucket, stop: make(chan struct{}), done: make(chan error, 1)}
+	r.start(t, mod)
+	return r
+}
+
+func (r *rig) start(t *testing.T, mod func(*Options)) {
+	t.Helper()
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	sp, err := spool.Open(filepath.Join(r.root, ".spool"), log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Bucket: r.bucket, Spool: sp, DumpsDir: r.dumps, Template: objectkey.MustParse(objectkey.Default), Identity: identity,
+		Compression: CompressionGzip, RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, QuietPeriod: time.Second,
+		Drain: 10 * time.Second, Settle: 200 * time.Millisecond, Log: log}
+	if mod != nil {
+		mod(&o)
+	}
+	u, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.metrics = o.Metrics
+	r.stop, r.done = make(chan struct{}), make(chan error, 1)
+	go func() { r.done <- u.Run(r.stop) }()
+	for i := 0; i < 200; i++ { // the watcher creates the dumps directory
+		if _, err := os.Stat(r.dumps); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("uploader did not create the dumps directory")
+}
+
+func (r *rig) shutdown(t *testing.T) {
+	t.Helper()
+	close(r.stop)
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("uploader did not stop")
+	}
+}
+
+func minioBucket(t *testing.T, srv *miniotest.Server, credsDir string) storage.Bucket {
+	t.Helper()
+	d, err := destination.Parse(srv.URL("cluster-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := storage.Open(d, storage.Options{CredentialsDir: credsDir, MaxRetries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func startMinIO(t *testing.T) (*miniotest.Server, storage.Bucket, string) {
+	t.Helper()
+	srv := miniotest.Start(t, miniotest.Options{})
+	creds := t.TempDir()
+	srv.WriteCredentials(t, creds)
+	return srv, minioBucket(t, srv, creds), creds
+}
+
+type object struct {
+	key  string
+	meta map[string]string
+	data []byte // decoded
+}
+
+// objects lists and decodes every object under the bucket's prefix.
+func objects(t *testing.T, srv *miniotest.Server) []object {
+	t.Helper()
+	c := srv.Client(t)
+	ctx := context.Background()
+	var out []object
+	for oi := range c.ListObjects(ctx, srv.Bucket, minio.ListObjectsOptions{Prefix: "cluster-a/", Recursive: true}) {
+		if oi.Err != nil {
+			t.Fatal(oi.Err)
+		}
+		o, err := c.GetObject(ctx, srv.Bucket, oi.Key, minio.GetObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := o.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta := map[string]string{}
+		for k, v := range st.UserMetadata {
+			meta[strings.ToLower(k)] = v
+		}
+		out = append(out, object{key: strings.TrimPrefix(oi.Key, "cluster-a/"), meta: meta, data: decode(t, o, meta["encoding"])})
+		o.Close()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].key < out[j].key })
+	return out
+}
+
+func decode(t *testing.T, r io.Reader, enc string) []byte {
+	t.Helper()
+	var dr io.Reader = r
+	switch enc {
+	case "gzip":
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dr = zr
+	case "zstd":
+		zr, err := zstd.NewReader(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer zr.Close()
+		dr = zr
+	}
+	b, err := io.ReadAll(dr)
+	if err != nil {
+		t.Fatalf("decoding %s: %v", enc, err)
+	}
+	return b
+}
+
+func waitObjects(t *testing.T, srv *miniotest.Server, n int, within time.Duration) []object {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		objs := objects(t, srv)
+		if len(objs) >= n || time.Now().After(deadline) {
+			if len(objs) != n {
+				keys := []string{}
+				for _, o := range objs {
+					keys = append(keys, o.key)
+				}
+				t.Fatalf("want %d objects within %v, have %d: %v", n, within, len(objs), keys)
+			}
+			return objs
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func spoolEmpty(t *testing.T, r *rig) {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		left, _ := filepath.Glob(filepath.Join(r.root, ".spool", "*"))
+		if len(left) == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	left, _ := filepath.Glob(filepath.Join(r.root, ".spool", "*"))
+	t.Errorf("spool not empty after delivery: %v", left)
+}
+
+// linkWhenCreated hard-links the first file matching pattern as soon as it
+// appears, so the test keeps the bytes the uploader later removes.
+func linkWhenCreated(t *testing.T, pattern, keep string) func() {
+	t.Helper()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if m, _ := filepath.Glob(pattern); len(m) > 0 {
+				if os.Link(m[0], keep) == nil {
+					return
+				}
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// TestRealJVMOOMDumpToMinIO: a JVM with JAVA_TOOL_OPTIONS exactly as the
+// webhook sets it runs out of memory; its dump ends up in MinIO, decoding to
+// the very bytes the JVM wrote, with the pod's metadata.
+func TestRealJVMOOMDumpToMinIO(t *testing.T) {
+	jvm := hproftest.NewJVM(t)
+	srv, bucket, _ := startMinIO(t)
+	r := startUploader(t, bucket, nil)
+	dir := filepath.Join(r.dumps, "app")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	keep := filepath.Join(t.TempDir(), "kept.hprof")
+	stopLink := linkWhenCreated(t, filepath.Join(dir, "java_pid*.hprof"), keep)
+	cmd := jvm.Command("-Xmx32m")
+	cmd.Env = append(os.Environ(), "JAVA_TOOL_OPTIONS="+inject.DumpOptions(dir))
+	out, _ := cmd.CombinedOutput()
+	stopLink()
+	if !strings.Contains(string(out), "Heap dump file created") {
+		t.Fatalf("no dump:\n%s", out)
+	}
+	objs := waitObjects(t, srv, 1, 30*time.Second)
+	want, err := os.ReadFile(keep)
+	if err != nil {
+		t.Fatalf("the test could not keep the JVM's bytes: %v", err)
+	}
+	o := objs[0]
+	if !bytes.Equal(o.data, want) {
+		t.Fatalf("object %s decodes to %d bytes (sha256 %x), the JVM wrote %d (sha256 %x)", o.key, len(o.data), sha256.Sum256(o.data), len(want), sha256.Sum256(want))
+	}
+	rep, err := hprof.Inspect(bytes.NewReader(o.data), int64(len(o.data)))
+	if err != nil || !rep.Complete {
+		t.Errorf("uploaded dump is not a complete hprof: %+v %v", rep, err)
+	}
+	wantKeyPrefix := "shop/deployment-web/web-6d4cf56db6-x2k9p/app/"
+	if !strings.HasPrefix(o.key, wantKeyPrefix) || !strings.HasSuffix(o.key, "-oom-java_pid"+fmt.Sprint(cmd.Process.Pid)+".hprof.gz") {
+		t.Errorf("key %q, want %s<time>-oom-java_pid%d.hprof.gz", o.key, wantKeyPrefix, cmd.Process.Pid)
+	}
+	for k, v := range map[string]string{"namespace": "shop", "pod": identity.Pod, "pod-uid": identity.PodUID, "node": "node-1",
+		"workload": "deployment/web", "container": "app", "reason": "oom", "complete": "true", "encoding": "gzip",
+		"original-size": fmt.Sprint(len(want)), "file": filepath.Base(keepName(t, o.key))} {
+		if o.meta[k] != v {
+			t.Errorf("metadata %s = %q, want %q (all: %v)", k, o.meta[k], v, o.meta)
+		}
+	}
+	if len(o.meta["sha256"]) != 64 {
+		t.Errorf("no sha256 metadata: %v", o.meta)
+	}
+	spoolEmpty(t, r)
+	r.shutdown(t)
+}
+
+// keepName is the dump's file name inside an object key.
+func keepName(t *testing.T, key string) string {
+	t.Helper()
+	base := filepath.Base(key)
+	i := strings.Index(base, "-oom-")
+	if i < 0 {
+		t.Fatalf("key %q has no -oom-", key)
+	}
+	return strings.TrimSuffix(base[i+len("-oom-"):], ".gz")
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func writeDump(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSameNameTwiceAndTenAtOnce(t *testing.T) {
+	srv, bucket, _ := startMinIO(t)
+	r := startUploader(t, bucket, func(o *Options) { o.Compression = CompressionZstd; o.Workers = 2 })
+	first, second := hproftest.Synthetic(3, 64<<10), hproftest.Synthetic(4, 64<<10)
+	path := filepath.Join(r.dumps, "app", "java_pid1.hprof")
+	writeDump(t, path, first)
+	waitObjects(t, srv, 1, 20*time.Second)
+	writeDump(t, path, second) // the JVM after a restart: same pid, same name
+	objs := waitObjects(t, srv, 2, 20*time.Second)
+	got := [][]byte{objs[0].data, objs[1].data}
+	if !(bytes.Equal(got[0], first) && bytes.Equal(got[1], second) || bytes.Equal(got[1], first) && bytes.Equal(got[0], second)) {
+		t.Fatalf("the two dumps of one name did not both arrive intact")
+	}
+
+	var wg sync.WaitGroup
+	want := map[string][]byte{}
+	for i := 0; i < 10; i++ {
+		data := append(hproftest.Synthetic(2, 32<<10), randomBytes(t, 1000)...)
+		p := filepath.Join(r.dumps, fmt.Sprintf("c%d", i), "java_pid7.hprof")
+		want[fmt.Sprintf("c%d", i)] = data
+		wg.Add(1)
+		go func() { defer wg.Done(); writeDump(t, p, data) }()
+	}
+	wg.Wait()
+	objs = waitObjects(t, srv, 12, 30*time.Second)
+	for _, o := range objs {
+		if w, ok := want[o.meta["container"]]; ok {
+			if !bytes.Equal(o.data, w) {
+				t.Errorf("%s: content differs", o.key)
+			}
+			delete(want, o.meta["container"])
+		}
+	}
+	if len(want) != 0 {
+		t.Errorf("not delivered: %v", want)
+	}
+	spoolEmpty(t, r)
+	r.shutdown(t)
+}
+
+// TestStorageOutageMidUpload stops MinIO while a dump is uploading and
+// starts it again: the dump arrives once, complete, and no incomplete
+// multipart upload is left behind.
+func TestStorageOutageMidUpload(t *testing.T) {
+	srv, bucket, _ := startMinIO(t)
+	m := newMetrics(t)
+	r := startUploader(t, bucket, func(o *Options) { o.Compression = CompressionNone; o.Metrics = m })
+	data := randomBytes(t, 96<<20)
+	writeDump(t, filepath.Join(r.dumps, "app", "java_pid1.hprof"), data)
+	time.Sleep(300 * time.Millisecond) // the upload is under way
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	objs := waitObjects(t, srv, 1, 60*time.Second)
+	if !bytes.Equal(objs[0].data, data) {
+		t.Fatalf("content differs after the outage")
+	}
+	if f := testutil.ToFloat64(m.failures); f == 0 {
+		t.Error("no failed attempt: the outage did not hit the upload")
+	}
+	c := srv.Client(t)
+	for up := range c.ListIncompleteUploads(context.Background(), srv.Bucket, "", true) {
+		if up.Err == nil {
+			t.Errorf("incomplete multipart upload left: %s", up.Key)
+		}
+	}
+	spoolEmpty(t, r)
+	r.shutdown(t)
+}
+
+// TestWrongCredentialsThenFixed: uploads fail while the mounted Secret holds
+// a wrong key and succeed, without a restart, once it is rewritten.
+func TestWrongCredentialsThenFixed(t *testing.T) {
+	srv := miniotest.Start(t, miniotest.Options{})
+	creds := t.TempDir()
+	miniotest.WriteKeys(t, creds, "accessKeyID", srv.AccessKey, "secretAccessKey", "wrong-secret-value")
+	m := newMetrics(t)
+	r := startUploader(t, minioBucket(t, srv, creds), func(o *Options) { o.Metrics = m })
+	writeDump(t, filepath.Join(r.dumps, "app", "java_pid1.hprof"), hproftest.Synthetic(2, 1024))
+	time.Sleep(1500 * time.Millisecond)
+	if f, up := testutil.ToFloat64(m.failures), testutil.ToFloat64(m.storageUp); f == 0 || up != 0 {
+		t.Errorf("failures=%v storage_up=%v with a wrong key", f, up)
+	}
+	if objs := objects(t, srv); len(objs) != 0 {
+		t.Fatalf("uploaded with a wrong key: %v", objs)
+	}
+	if left, _ := filepath.Glob(filepath.Join(r.root, ".spool", "*.data")); len(left) != 1 {
+		t.Fatalf("the dump is not kept in the spool while storage refuses it: %v", left)
+	}
+	srv.WriteCredentials(t, creds)
+	waitObjects(t, srv, 1, 20*time.Second)
+	if up := testutil.ToFloat64(m.storageUp); up != 1 {
+		t.Errorf("storage_up=%v after recovery", up)
+	}
+	spoolEmpty(t, r)
+	r.shutdown(t)
+}
+
+func newMetrics(t *testing.T) *Metrics {
+	t.Helper()
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestRestartResumes: an uploader stopped before it could deliver (storage
+// down, drain over) leaves the dump in the spool; the next one delivers it,
+// once.
+func TestRestartResumes(t *testing.T) {
+	srv, bucket, _ := startMinIO(t)
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	r := startUploader(t, bucket, func(o *Options) { o.Drain = 500 * time.Millisecond })
+	data := hproftest.Synthetic(3, 4096)
+	writeDump(t, filepath.Join(r.dumps, "app", "java_pid1.hprof"), data)
+	time.Sleep(time.Second)
+	r.shutdown(t)
+	if left, _ := filepath.Glob(filepath.Join(r.root, ".spool", "*.data")); len(left) != 1 {
+		t.Fatalf("spool after a stop with storage down: %v", left)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.start(t, nil)
+	objs := waitObjects(t, srv, 1, 20*time.Second)
+	if !bytes.Equal(objs[0].data, data) {
+		t.Fatal("content differs")
+	}
+	spoolEmpty(t, r)
+	r.shutdown(t)
+	if objs := objects(t, srv); len(objs) != 1 {
+		t.Errorf("%d objects after the restart, want 1", len(objs))
+	}
+}
+
+// TestFilesystemBackendAndSparseFile uploads a 2 GiB sparse dump through
+// the filesystem backend (a NAS or PVC) with gzip; memory stays bounded.
+func TestFilesystemBackendAndSparseFile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("2 GiB")
+	}
+	out := t.TempDir()
+	d, err := destination.Parse("file://" + out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket, err := storage.Open(d, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startUploader(t, bucket, nil)
+	path := filepath.Join(r.dumps, "app", "java_pid1.hprof")
+	if err := os.MkdirAll(filepath.Dir(path), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(filepath.Dir(path), ".writing")
+	f, err := os.Create(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := hproftest.Synthetic(1, 16)
+	if _, err := f.Write(head); err != nil {
+		t.Fatal(err)
+	}
+	const size = 2 << 30
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	var key string
+	for key == "" && time.Now().Before(deadline) {
+		_ = filepath.Walk(out, func(p string, fi os.FileInfo, err error) error {
+			if err == nil && strings.HasSuffix(p, ".hprof.gz") {
+				key, _ = filepath.Rel(out, p)
+			}
+			return nil
+		})
+		time.Sleep(200 * time.Millisecond)
+	}
+	if key == "" {
+		t.Fatal("no object within 3 minutes")
+	}
+	rc, err := bucket.Get(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	zr, err := gzip.NewReader(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, zr)
+	if err != nil || n != size {
+		t.Fatalf("decoded %d bytes, %v; want %d", n, err, size)
+	}
+	wantH := sha256.New()
+	wantH.Write(head)
+	if _, err := io.CopyN(wantH, zeroReader{}, size-int64(len(head))); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(h.Sum(nil), wantH.Sum(nil)) {
+		t.Fatal("content differs")
+	}
+	spoolEmpty(t, r)
+	r.shutdown(t)
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
