@@ -62,9 +62,10 @@ type Options struct {
 type Uploader struct {
 	o Options
 
-	mu       sync.Mutex
-	queue    []spool.Entry
-	inFlight map[string]spool.Entry
+	mu        sync.Mutex
+	queue     []spool.Entry
+	inFlight  map[string]spool.Entry
+	unclaimed map[string]watch.Event // claims that failed, retried by the workers
 	wake     chan struct{}
 	lastWork time.Time
 	down     bool // storage state, for logging state changes once
@@ -93,7 +94,7 @@ func New(o Options) (*Uploader, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Uploader{o: o, inFlight: map[string]spool.Entry{}, wake: make(chan struct{}, 1)}, nil
+	return &Uploader{o: o, inFlight: map[string]spool.Entry{}, unclaimed: map[string]watch.Event{}, wake: make(chan struct{}, 1)}, nil
 }
 
 // Run uploads until stop is closed (SIGTERM), then drains for up to Drain
@@ -163,7 +164,7 @@ func (u *Uploader) drain(watchErr <-chan error) error {
 			return nil
 		case <-tick.C:
 			u.mu.Lock()
-			idle := len(u.queue) == 0 && len(u.inFlight) == 0 && u.o.Now().Sub(u.lastWork) >= u.o.Settle
+			idle := len(u.queue) == 0 && len(u.inFlight) == 0 && len(u.unclaimed) == 0 && u.o.Now().Sub(u.lastWork) >= u.o.Settle
 			u.mu.Unlock()
 			if idle {
 				return nil
@@ -182,6 +183,9 @@ func (u *Uploader) reportUndelivered() {
 	for _, e := range u.inFlight {
 		left = append(left, u.o.Spool.DataPath(e))
 	}
+	for path := range u.unclaimed {
+		left = append(left, path)
+	}
 	if len(left) > 0 {
 		u.o.Log.Error("stopping with dumps NOT delivered; they stay in the spool and are delivered if this container restarts, but are lost with the pod", zap.Strings("dumps", left))
 	} else {
@@ -191,15 +195,29 @@ func (u *Uploader) reportUndelivered() {
 
 // found is the watcher's callback: claim at once, upload later.
 func (u *Uploader) found(ev watch.Event) {
+	u.claim(ev, true)
+}
+
+// claim moves a reported dump into the spool and queues it. A claim that
+// fails (disk full for the record, say) is kept and retried by the workers:
+// the watcher reports a file only once.
+func (u *Uploader) claim(ev watch.Event, first bool) {
 	e, err := u.o.Spool.Claim(ev.Path, ev.Container, ev.Complete, ev.Size)
+	u.mu.Lock()
+	delete(u.unclaimed, ev.Path)
+	if err != nil && !errors.Is(err, spool.ErrVanished) {
+		u.unclaimed[ev.Path] = ev
+	}
+	u.lastWork = u.o.Now()
+	u.mu.Unlock()
 	switch {
 	case errors.Is(err, spool.ErrVanished):
 		u.o.Log.Warn("a dump vanished before it could be claimed", zap.String("path", ev.Path))
 		return
 	case err != nil:
-		// The dump stays where it is; the watcher's quiet-period or a
-		// restart picks it up again. Say so loudly.
-		u.o.Log.Error("cannot claim a dump; it stays in place", zap.String("path", ev.Path), zap.Error(err))
+		if first {
+			u.o.Log.Error("cannot claim a dump; it stays in place and the claim is retried", zap.String("path", ev.Path), zap.Error(err))
+		}
 		return
 	}
 	if !ev.Complete {
@@ -250,10 +268,25 @@ func (u *Uploader) finish(e spool.Entry, requeue bool) {
 	u.o.Metrics.setQueued(u.queued())
 }
 
+// retryClaims claims again what failed before.
+func (u *Uploader) retryClaims() {
+	u.mu.Lock()
+	evs := make([]watch.Event, 0, len(u.unclaimed))
+	for path, ev := range u.unclaimed {
+		evs = append(evs, ev)
+		delete(u.unclaimed, path) // claim puts it back if it fails again
+	}
+	u.mu.Unlock()
+	for _, ev := range evs {
+		u.claim(ev, false)
+	}
+}
+
 func (u *Uploader) worker(ctx context.Context) {
 	for {
 		e, ok := u.next()
 		if !ok {
+			u.retryClaims()
 			select {
 			case <-ctx.Done():
 				return

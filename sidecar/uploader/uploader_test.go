@@ -538,3 +538,37 @@ func (zeroReader) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+// TestClaimFailureIsRetried: the spool cannot take a record (here: the
+// spool directory is replaced by a file; in life: a full disk); the dump
+// stays in place, and once the spool works again it is claimed and delivered.
+func TestClaimFailureIsRetried(t *testing.T) {
+	srv, bucket, _ := startMinIO(t)
+	r := startUploader(t, bucket, nil)
+	sp := filepath.Join(r.root, ".spool")
+	if err := os.Rename(sp, sp+".away"); err != nil {
+		t.Fatal(err)
+	}
+	writeDump(t, sp, nil) // a file where the directory was
+	path := filepath.Join(r.dumps, "app", "java_pid1.hprof")
+	data := hproftest.Synthetic(2, 2048)
+	writeDump(t, path, data)
+	time.Sleep(1500 * time.Millisecond)
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the dump left its place although it could not be claimed: %v", err)
+	}
+	if objs := objects(t, srv); len(objs) != 0 {
+		t.Fatal("uploaded without a claim")
+	}
+	if err := os.Remove(sp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(sp+".away", sp); err != nil {
+		t.Fatal(err)
+	}
+	objs := waitObjects(t, srv, 1, 20*time.Second)
+	if !bytes.Equal(objs[0].data, data) {
+		t.Fatal("content differs")
+	}
+	r.shutdown(t)
+}
