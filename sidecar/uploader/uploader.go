@@ -66,9 +66,9 @@ type Uploader struct {
 	queue     []spool.Entry
 	inFlight  map[string]spool.Entry
 	unclaimed map[string]watch.Event // claims that failed, retried by the workers
-	wake     chan struct{}
-	lastWork time.Time
-	down     bool // storage state, for logging state changes once
+	wake      chan struct{}
+	lastWork  time.Time
+	down      bool // storage state, for logging state changes once
 }
 
 // New checks the options and fills in defaults.

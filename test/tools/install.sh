@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds the pinned test binaries (kube-apiserver, etcd, minio, helm) from the
+# Builds the pinned test binaries (kube-apiserver, etcd, minio, helm, mc) from the
 # small Go modules next to this script and prints the directory holding them
 # as the LAST line of stdout; everything else goes to stderr:
 #
-#   KUBEBUILDER_ASSETS=$(test/tools/install.sh)         # all four
+#   KUBEBUILDER_ASSETS=$(test/tools/install.sh)         # all five
 #   test/tools/install.sh etcd helm                      # just these
 #
 # Binaries live in ${DUMPCATCHER_TOOLS:-$(go env GOMODCACHE)/../dumpcatcher-tools}/bin.
@@ -18,7 +18,7 @@ set -euo pipefail
 exec 3>&1 1>&2 # stdout is reserved for the final bin-dir line
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
-all_tools=(kube-apiserver etcd minio helm)
+all_tools=(kube-apiserver etcd minio helm mc)
 
 log() { printf 'tools: %s\n' "$*"; }
 die() { log "error: $*"; exit 1; }
@@ -72,6 +72,21 @@ spec() {
 		ldflags+=" -X github.com/minio/minio/cmd.CopyrightYear=${r[1]}"
 		ldflags+=" -X github.com/minio/minio/cmd.CommitID=${r[7]}"
 		ldflags+=" -X github.com/minio/minio/cmd.ShortCommitID=${r[7]}"
+		;;
+	mc)
+		# MinIO's client, the peer the uploader benchmarks compare with. Like
+		# the server it has no tags on the proxy; same flags from the
+		# pseudo-version.
+		dir=mc pkg=github.com/minio/mc
+		v=$(modver mc github.com/minio/mc)
+		[[ $v =~ -([0-9]{4})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})-([0-9a-f]{12})$ ]] ||
+			die "cannot parse github.com/minio/mc version '$v'"
+		local c=("${BASH_REMATCH[@]}")
+		ldflags+=" -X github.com/minio/mc/cmd.Version=${c[1]}-${c[2]}-${c[3]}T${c[4]}:${c[5]}:${c[6]}Z"
+		ldflags+=" -X github.com/minio/mc/cmd.ReleaseTag=DEVELOPMENT.${c[1]}-${c[2]}-${c[3]}T${c[4]}-${c[5]}-${c[6]}Z"
+		ldflags+=" -X github.com/minio/mc/cmd.CopyrightYear=${c[1]}"
+		ldflags+=" -X github.com/minio/mc/cmd.CommitID=${c[7]}"
+		ldflags+=" -X github.com/minio/mc/cmd.ShortCommitID=${c[7]}"
 		;;
 	helm)
 		dir=helm pkg=helm.sh/helm/v3/cmd/helm
