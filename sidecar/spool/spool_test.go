@@ -28,6 +28,23 @@ func setup(t *testing.T) (*Spool, string) {
 	return s, dumps
 }
 
+// setupTicking is setup with a clock that advances a millisecond per
+// reading, so that entries claimed one after the other sort in that order.
+func setupTicking(t *testing.T) (*Spool, string) {
+	t.Helper()
+	root := t.TempDir()
+	dumps := filepath.Join(root, "dumps", "app")
+	if err := os.MkdirAll(dumps, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	now := t0
+	s, err := Open(filepath.Join(root, ".spool"), zaptest.NewLogger(t), func() time.Time { now = now.Add(time.Millisecond); return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, dumps
+}
+
 func write(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
@@ -36,14 +53,17 @@ func write(t *testing.T, path, content string) {
 }
 
 func TestClaimMovesTheDumpAndRecordsIt(t *testing.T) {
-	s, dumps := setup(t)
+	s, dumps := setupTicking(t)
 	src := filepath.Join(dumps, "java_pid1.hprof")
 	write(t, src, "dump-1")
 	e, err := s.Claim(src, "app", true, 6)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Entry{ID: e.ID, Container: "app", Source: src, File: "java_pid1.hprof", Reason: "oom", Complete: true, Size: 6, ClaimedAt: t0}
+	want := Entry{ID: e.ID, Container: "app", Source: src, File: "java_pid1.hprof", Reason: "oom", Complete: true, Size: 6, ClaimedAt: e.ClaimedAt}
+	if !e.ClaimedAt.After(t0) {
+		t.Errorf("ClaimedAt %v not from the spool's clock", e.ClaimedAt)
+	}
 	if diff := cmp.Diff(want, e); diff != "" {
 		t.Error(diff)
 	}
