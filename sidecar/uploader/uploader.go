@@ -137,7 +137,6 @@ func (u *Uploader) Run(stop <-chan struct{}) error {
 		runErr = u.drain(watchErr)
 	case err := <-watchErr:
 		runErr = fmt.Errorf("watching %s: %w", u.o.DumpsDir, err)
-		watchErr <- nil
 	}
 	cancelWork()
 	wg.Wait()

@@ -13,12 +13,16 @@
 # changed, so a warm run does no Go work at all. Binaries are written under a
 # temporary name and renamed into place, so an interrupted build never leaves
 # a half-written binary behind.
+#
+# One entry is not a binary: crds copies the CustomResourceDefinitions the
+# chart tests install into envtest (cert-manager's, from its Go module's
+# deploy/crds/, and prometheus-operator's ServiceMonitor) into $bin/crds/.
 set -euo pipefail
 
 exec 3>&1 1>&2 # stdout is reserved for the final bin-dir line
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
-all_tools=(kube-apiserver etcd minio helm mc)
+all_tools=(kube-apiserver etcd minio helm mc crds)
 
 log() { printf 'tools: %s\n' "$*"; }
 die() { log "error: $*"; exit 1; }
@@ -88,6 +92,11 @@ spec() {
 		ldflags+=" -X github.com/minio/mc/cmd.CommitID=${c[7]}"
 		ldflags+=" -X github.com/minio/mc/cmd.ShortCommitID=${c[7]}"
 		;;
+	crds)
+		# Not built: files copied out of the modules test/tools/crds pins.
+		dir=crds pkg=crds
+		ldflags=$(printf '%s ' "${crd_files[@]}")
+		;;
 	helm)
 		dir=helm pkg=helm.sh/helm/v3/cmd/helm
 		v=$(modver helm helm.sh/helm/v3)
@@ -96,6 +105,29 @@ spec() {
 		;;
 	*) return 1 ;;
 	esac
+}
+
+# crd_files: MODULE:PATH of each CustomResourceDefinition crds copies.
+crd_files=(
+	github.com/cert-manager/cert-manager:deploy/crds/cert-manager.io_certificates.yaml
+	github.com/cert-manager/cert-manager:deploy/crds/cert-manager.io_certificaterequests.yaml
+	github.com/cert-manager/cert-manager:deploy/crds/cert-manager.io_issuers.yaml
+	github.com/cert-manager/cert-manager:deploy/crds/cert-manager.io_clusterissuers.yaml
+	github.com/prometheus-operator/prometheus-operator:example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml
+)
+
+# install_crds TMPDIR: downloads the modules test/tools/crds pins (checked
+# against its go.sum) and copies crd_files into TMPDIR.
+install_crds() {
+	local out=$1 f mod file dir
+	mkdir -p "$out"
+	for f in "${crd_files[@]}"; do
+		mod=${f%%:*} file=${f#*:}
+		dir=$(cd "$here/crds" && env "${build_env[@]}" go mod download -json "$mod" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+		[[ -n $dir && -f $dir/$file ]] || die "$mod (test/tools/crds/go.mod) has no $file"
+		cp -- "$dir/$file" "$out/"
+	done
+	chmod -R u+w "$out"
 }
 
 # Fixed build environment: static binaries, go.mod/go.sum never rewritten.
@@ -125,7 +157,7 @@ for t in "${tools[@]}"; do
 done
 
 tmp=
-cleanup() { [[ -z $tmp ]] || rm -f -- "$tmp"; }
+cleanup() { [[ -z $tmp ]] || rm -rf -- "$tmp"; }
 trap cleanup EXIT
 
 if ((${#stale[@]})); then
@@ -133,7 +165,7 @@ if ((${#stale[@]})); then
 	if command -v flock >/dev/null; then
 		exec 9>"$cache/.lock"
 		flock 9
-		rm -f -- "$bin"/.*.tmp.* # left by killed builds
+		rm -rf -- "$bin"/.*.tmp.* # left by killed builds
 	fi
 	for t in "${stale[@]}"; do
 		fresh "$t" "${want[$t]}" && continue # built meanwhile by another installer
@@ -141,8 +173,13 @@ if ((${#stale[@]})); then
 		log "building $t ($pkg) from test/tools/$dir ..."
 		tmp=$bin/.$t.tmp.$$
 		start=$SECONDS
-		env "${build_env[@]}" go build -C "$here/$dir" -trimpath -ldflags "$ldflags" -o "$tmp" "$pkg"
+		if [[ $t == crds ]]; then
+			install_crds "$tmp"
+		else
+			env "${build_env[@]}" go build -C "$here/$dir" -trimpath -ldflags "$ldflags" -o "$tmp" "$pkg"
+		fi
 		rm -f -- "$cache/stamps/$t"
+		rm -rf -- "${bin:?}/$t"
 		mv -f -- "$tmp" "$bin/$t"
 		tmp=
 		printf '%s\n' "${want[$t]}" >"$cache/stamps/$t"
