@@ -131,8 +131,15 @@ func (s *syncBuffer) String() string {
 func (p *proc) logString() string { return p.logs.String() }
 
 func startUpload(t *testing.T, bin, dir string, srv *miniotest.Server, creds string) *proc {
+	return startUploadAs(t, bin, dir, srv, creds, nil)
+}
+
+func startUploadAs(t *testing.T, bin, dir string, srv *miniotest.Server, creds string, cred *syscall.Credential) *proc {
 	t.Helper()
 	cmd := exec.Command(bin, "upload")
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
 	cmd.Env = append(os.Environ(),
 		settings.EnvDir+"="+dir, settings.EnvDestination+"="+srv.URL("e2e"), settings.EnvCredentialsDir+"="+creds,
 		settings.EnvCompression+"=none", settings.EnvContainers+"=app", settings.EnvPodName+"=web-1", settings.EnvPodNamespace+"=shop",
@@ -286,5 +293,81 @@ func TestSIGKILLMidUploadThenRestart(t *testing.T) {
 	}
 	if strings.Contains(p2.logs.String(), srv.SecretKey) {
 		t.Error("the secret key appears in the logs")
+	}
+}
+
+// openDir is a temporary directory any uid may use.
+func openDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "dumpcatcher-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	if err := os.Chmod(d, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestUnreadableDumpDoesNotCrash runs the uploader as uid 1000 next to a
+// dump only root may read (a JVM of another uid writes mode 0600): it says
+// what to fix, keeps the dump, keeps running, and delivers the dump once it
+// becomes readable.
+func TestUnreadableDumpDoesNotCrash(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run the uploader as another uid")
+	}
+	srv := miniotest.Start(t, miniotest.Options{})
+	creds := openDir(t)
+	srv.WriteCredentials(t, creds)
+	for _, f := range []string{"accessKeyID", "secretAccessKey"} {
+		if err := os.Chmod(filepath.Join(creds, f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	binDir := openDir(t)
+	bin := buildBinary(t)
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := filepath.Join(binDir, "dumpcatcher")
+	if err := os.WriteFile(shared, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := openDir(t)
+	p := startUploadAs(t, shared, dir, srv, creds, &syscall.Credential{Uid: 1000, Gid: 1000})
+	waitLog(t, p, `"msg":"uploading"`, 10*time.Second)
+	dump := filepath.Join(dir, "dumps", "app", "java_pid1.hprof")
+	if err := os.WriteFile(dump, []byte("JAVA PROFILE 1.0.2\x00not really"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, p, "cannot read a dump", 10*time.Second)
+	if !strings.Contains(p.logString(), "runAsUser") {
+		t.Errorf("the error does not say how to fix it:\n%s", p.logString())
+	}
+	select {
+	case err := <-p.done:
+		p.done <- err
+		t.Fatalf("the uploader exited: %v\n%s", err, p.logString())
+	case <-time.After(2 * time.Second):
+	}
+	spooled, _ := filepath.Glob(filepath.Join(dir, ".spool", "*.data"))
+	if len(spooled) != 1 {
+		t.Fatalf("spool: %v", spooled)
+	}
+	if err := os.Chown(spooled[0], 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for len(listObjects(t, srv)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not delivered after the file became readable:\n%s", p.logString())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := strings.Count(p.logString(), "cannot read a dump"); n != 1 {
+		t.Errorf("the read error was logged %d times, want once", n)
 	}
 }

@@ -219,7 +219,7 @@ func (u *Uploader) claim(ev watch.Event, first bool) {
 		}
 		return
 	}
-	if !ev.Complete {
+	if !ev.Complete && ev.Err == nil && first {
 		u.o.Log.Warn("uploading an incomplete dump (its writer stopped before finishing)", zap.String("path", ev.Path), zap.String("why", ev.Reason))
 	}
 	u.o.Log.Info("claimed", zap.String("file", e.File), zap.String("container", e.Container), zap.String("reason", e.Reason), zap.Int64("size", e.Size))
@@ -307,6 +307,7 @@ func (u *Uploader) worker(ctx context.Context) {
 // context ends; it reports whether the dump is still to deliver.
 func (u *Uploader) deliverWithRetry(ctx context.Context, e spool.Entry) bool {
 	backoff := u.o.RetryMin
+	fileErrLogged := false
 	for {
 		err := u.deliver(ctx, &e)
 		if err == nil {
@@ -323,8 +324,9 @@ func (u *Uploader) deliverWithRetry(ctx context.Context, e spool.Entry) bool {
 		}
 		var fileErr *fileError
 		if errors.As(err, &fileErr) {
-			if e.Attempts == 1 {
+			if !fileErrLogged {
 				u.o.Log.Error("cannot read a dump; it stays in the spool and is retried", zap.String("file", e.File), zap.Error(err))
+				fileErrLogged = true
 			}
 		} else {
 			u.storageDown(err)
