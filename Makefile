@@ -14,7 +14,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: ## build the pinned test binaries (kube-apiserver, etcd, minio, helm) into the cache
+tools: ## build the pinned test tools (kube-apiserver, etcd, minio, helm, mc, cert-manager and ServiceMonitor CRDs) into the cache
 	@bash test/tools/install.sh >/dev/null
 
 .PHONY: build
@@ -36,8 +36,18 @@ test: lint ## everything: unit, golden, fuzz seeds, real JVM, envtest against a 
 
 .PHONY: bench
 bench: ## benchmarks (figures go to docs/benchmarks.md)
-	@assets=$$(bash test/tools/install.sh kube-apiserver etcd); \
+	@assets=$$(bash test/tools/install.sh); \
 	  KUBEBUILDER_ASSETS=$$assets DUMPCATCHER_REQUIRE_REAL=1 go test -run '^$$' -bench . -benchmem -count 1 ./webhook/... ./sidecar/...
+
+.PHONY: generate
+generate: ## regenerate the chart README and deploy/dumpcatcher.yaml from the chart
+	@KUBEBUILDER_ASSETS=$$(bash test/tools/install.sh helm) go test ./test/chart -run 'TestReadme|TestDeployManifest' -update
+
+IMAGE_REPO ?= ghcr.io/dumpcatcher
+.PHONY: images
+images: ## build the two container images (needs a Docker engine)
+	docker build -f Dockerfile.webhook --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/dumpcatcher-webhook:$(VERSION) .
+	docker build -f Dockerfile.sidecar --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/dumpcatcher:$(VERSION) .
 
 .PHONY: demo
 demo: build ## inject a sample Java Deployment offline and show what the webhook adds

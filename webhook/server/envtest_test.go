@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/dumpcatcher/dumpcatcher/webhook/config"
+	"github.com/dumpcatcher/dumpcatcher/test/chart/render"
 	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
 	"github.com/go-logr/logr"
 	"go.uber.org/zap/zapcore"
@@ -70,7 +71,8 @@ func startRig(t testing.TB, log logr.Logger) *rig {
 		BinaryAssetsDirectory: assets,
 		WebhookInstallOptions: envtest.WebhookInstallOptions{
 			LocalServingHost: "127.0.0.1",
-			MutatingWebhooks: []*admissionregistrationv1.MutatingWebhookConfiguration{webhookConfiguration()},
+			// Registered through the configuration the Helm chart renders.
+			MutatingWebhooks: []*admissionregistrationv1.MutatingWebhookConfiguration{render.ForEnvtest(render.MutatingWebhook(t, "dumpcatcher-system", nil))},
 		},
 	}
 	cfg, err := r.env.Start()
@@ -127,30 +129,6 @@ func startRig(t testing.TB, log logr.Logger) *rig {
 		return get200("http://" + r.health + "/readyz")
 	})
 	return r
-}
-
-// webhookConfiguration registers every pod CREATE with the webhook, like the
-// chart does, and leaves all namespaces to the handler's own checks.
-// envtest rewrites the service reference to https://127.0.0.1:PORT/ + path.
-func webhookConfiguration() *admissionregistrationv1.MutatingWebhookConfiguration {
-	ignore := admissionregistrationv1.Ignore
-	none := admissionregistrationv1.SideEffectClassNone
-	ifNeeded := admissionregistrationv1.IfNeededReinvocationPolicy
-	timeout := int32(5)
-	path := "mutate-v1-pod" // envtest adds the leading slash
-	return &admissionregistrationv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "dumpcatcher"},
-		Webhooks: []admissionregistrationv1.MutatingWebhook{{
-			Name:                    "pods.dumpcatcher.io",
-			ClientConfig:            admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{Namespace: "dumpcatcher-system", Name: "dumpcatcher", Path: &path}},
-			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
-			FailurePolicy:           &ignore,
-			SideEffects:             &none,
-			ReinvocationPolicy:      &ifNeeded,
-			TimeoutSeconds:          &timeout,
-			AdmissionReviewVersions: []string{"v1"},
-		}},
-	}
 }
 
 type warningRecorder struct {

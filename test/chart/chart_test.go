@@ -1,0 +1,241 @@
+package chart
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dumpcatcher/dumpcatcher/test/chart/render"
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+)
+
+var update = flag.Bool("update", false, "rewrite charts/dumpcatcher/README.md and deploy/dumpcatcher.yaml from the chart")
+
+func readFile(name string) ([]byte, error) { return os.ReadFile(name) }
+
+func TestLint(t *testing.T) {
+	for _, vs := range valueSets(t) {
+		t.Run(vs.name, func(t *testing.T) {
+			out, err := vs.release.Lint(t)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			// --strict turns warnings into failures; only the icon hint may remain.
+			for _, line := range strings.Split(out, "\n") {
+				if strings.HasPrefix(line, "[") && !strings.HasPrefix(line, "[INFO] Chart.yaml: icon is recommended") {
+					t.Errorf("helm lint: %s", line)
+				}
+			}
+		})
+	}
+}
+
+func TestValueSets(t *testing.T) {
+	for _, vs := range valueSets(t) {
+		t.Run(vs.name, func(t *testing.T) {
+			r := renderSet(t, vs)
+			if got := r.has("Certificate"); got != vs.certManager {
+				t.Errorf("cert-manager objects rendered: %v, want %v", got, vs.certManager)
+			}
+			if got := r.has("ServiceMonitor"); got != vs.serviceMonitor {
+				t.Errorf("ServiceMonitor rendered: %v, want %v", got, vs.serviceMonitor)
+			}
+			for _, o := range r.objs {
+				if o.GetKind() == "Secret" {
+					t.Errorf("the chart renders a Secret (%s): keys never go into a chart", o.GetName())
+				}
+			}
+			// The configuration always parses, and the Deployment's checksum
+			// is the checksum of exactly that file.
+			r.config(t)
+			var cm corev1.ConfigMap
+			render.Decode(t, r.find(t, "ConfigMap"), &cm)
+			sum := sha256.Sum256([]byte(strings.TrimSuffix(cm.Data["config.yaml"], "\n")))
+			if got := r.deployment(t).Spec.Template.Annotations["checksum/config"]; got != hex.EncodeToString(sum[:]) {
+				t.Errorf("checksum/config = %s, want the sha256 of config.yaml %x", got, sum)
+			}
+			vs.check(t, r)
+		})
+	}
+}
+
+// TestConfigChangeRollsTheWebhook: the checksum follows config.yaml and only it.
+func TestConfigChangeRollsTheWebhook(t *testing.T) {
+	checksum := func(values map[string]any) string {
+		r := renderSet(t, valueSet{release: render.Release{Values: values}})
+		return r.deployment(t).Spec.Template.Annotations["checksum/config"]
+	}
+	base := checksum(nil)
+	if got := checksum(map[string]any{"config": map[string]any{"preStop": "never"}}); got == base {
+		t.Error("changing config.preStop does not change checksum/config")
+	}
+	if got := checksum(map[string]any{"webhook": map[string]any{"excludedNamespaces": []string{"x"}}}); got == base {
+		t.Error("changing webhook.excludedNamespaces does not change checksum/config")
+	}
+	if got := checksum(map[string]any{"replicaCount": 3, "logLevel": "debug"}); got != base {
+		t.Error("values outside the configuration change checksum/config")
+	}
+}
+
+func TestSchemaRejectsBadValues(t *testing.T) {
+	tests := []struct {
+		name   string
+		values map[string]any
+		want   string
+	}{
+		{"unknown top-level key", map[string]any{"replicas": 2}, "additional properties 'replicas' not allowed"},
+		{"unknown config key", map[string]any{"config": map[string]any{"prestop": "always"}}, "at '/config': additional properties 'prestop' not allowed"},
+		{"wrong type", map[string]any{"replicaCount": "two"}, "at '/replicaCount': got string, want integer"},
+		{"unknown preStop policy", map[string]any{"config": map[string]any{"preStop": "sometimes"}}, "at '/config/preStop': value must be one of 'always', 'on-pressure', 'never'"},
+		{"destination scheme", map[string]any{"config": map[string]any{"destination": "gs://heap-dumps"}}, "at '/config/destination': 'gs://heap-dumps' does not match pattern"},
+		{"destination bucket", map[string]any{"config": map[string]any{"destination": "s3://Heap_Dumps/x"}}, "at '/config/destination': 's3://Heap_Dumps/x' does not match pattern"},
+		{"destination relative file", map[string]any{"config": map[string]any{"destination": "file://dumps"}}, "at '/config/destination': 'file://dumps' does not match pattern"},
+		{"failurePolicy", map[string]any{"webhook": map[string]any{"failurePolicy": "Retry"}}, "at '/webhook/failurePolicy': value must be one of 'Ignore', 'Fail'"},
+		{"timeout too long", map[string]any{"webhook": map[string]any{"timeoutSeconds": 31}}, "at '/webhook/timeoutSeconds': maximum: got 31, want 30"},
+		{"excluded namespace name", map[string]any{"webhook": map[string]any{"excludedNamespaces": []string{"Kube_Public"}}}, "at '/webhook/excludedNamespaces/0': 'Kube_Public' does not match pattern"},
+		{"nativeSidecar", map[string]any{"config": map[string]any{"nativeSidecar": "yes"}}, "at '/config/nativeSidecar': value must be one of 'auto', 'always', 'never'"},
+		{"grace period", map[string]any{"config": map[string]any{"minTerminationGracePeriodSeconds": 7200}}, "at '/config/minTerminationGracePeriodSeconds': maximum: got 7,200, want 3,600"},
+		{"sizeLimit", map[string]any{"config": map[string]any{"sizeLimit": "8 GB"}}, "at '/config/sizeLimit': '8 GB' does not match pattern"},
+		{"pull policy", map[string]any{"config": map[string]any{"sidecar": map[string]any{"imagePullPolicy": "always"}}}, "at '/config/sidecar/imagePullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'"},
+		{"image with tag in repository", map[string]any{"config": map[string]any{"sidecar": map[string]any{"image": map[string]any{"repository": "ghcr.io/x/y:v1"}}}}, "at '/config/sidecar/image/repository': 'ghcr.io/x/y:v1' does not match pattern"},
+		{"resources type", map[string]any{"resources": map[string]any{"limits": map[string]any{"memory": true}}}, "at '/resources/limits/memory'"},
+		{"certManager.enabled type", map[string]any{"certManager": map[string]any{"enabled": "false"}}, "at '/certManager/enabled': got string, want boolean"},
+		// Checks of the templates, for what the schema cannot express.
+		{"no TLS Secret without cert-manager", map[string]any{"certManager": map[string]any{"enabled": false}, "tls": map[string]any{"caBundle": "Zm9v"}}, "tls.secretName: with certManager.enabled=false, name an existing Secret with tls.crt and tls.key"},
+		{"no caBundle without cert-manager", map[string]any{"certManager": map[string]any{"enabled": false}, "tls": map[string]any{"secretName": "x"}}, "tls.caBundle: with certManager.enabled=false, give the PEM of the CA"},
+		{"no ServiceAccount name", map[string]any{"serviceAccount": map[string]any{"create": false}}, "serviceAccount.name: name an existing ServiceAccount"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := render.Release{Values: tt.values}.TemplateErr(t)
+			if err == nil {
+				t.Fatalf("accepted:\n%.300s", out)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error does not say %q:\n%v", tt.want, err)
+			}
+		})
+	}
+}
+
+// TestSchemaCoversValues: every key of values.yaml is declared in
+// values.schema.json and the other way round, so an unknown-key check can
+// never reject a documented value, and no schema entry is stale.
+func TestSchemaCoversValues(t *testing.T) {
+	dir := render.ChartDir(t)
+	var values map[string]any
+	readYAML(t, filepath.Join(dir, "values.yaml"), &values)
+	b, err := os.ReadFile(filepath.Join(dir, "values.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema map[string]any
+	if err := json.Unmarshal(b, &schema); err != nil {
+		t.Fatalf("values.schema.json: %v", err)
+	}
+	var walk func(path string, v map[string]any, s map[string]any)
+	walk = func(path string, v map[string]any, s map[string]any) {
+		props, _ := s["properties"].(map[string]any)
+		if s["additionalProperties"] != false {
+			return // a free-form map (labels, resources, ...)
+		}
+		for k, child := range v {
+			ps, ok := props[k].(map[string]any)
+			if !ok {
+				t.Errorf("values.yaml %s%s is not in values.schema.json", path, k)
+				continue
+			}
+			if m, ok := child.(map[string]any); ok {
+				walk(path+k+".", m, ps)
+			}
+		}
+		if _, partial := s["$comment"]; partial {
+			return // a Kubernetes type: values.yaml shows only some fields
+		}
+		for k := range props {
+			if _, ok := v[k]; !ok && !(path == "" && k == "global") {
+				t.Errorf("values.schema.json %s%s is not in values.yaml", path, k)
+			}
+		}
+	}
+	walk("", values, schema)
+}
+
+func TestValuesDocumented(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(render.ChartDir(t), "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err := ParseValuesDocs(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing, err := Undocumented(data, docs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) > 0 {
+		t.Errorf("values without a \"# --\" comment in values.yaml: %s", strings.Join(missing, ", "))
+	}
+	if len(docs) < 40 {
+		t.Errorf("only %d documented values: is the parser broken?", len(docs))
+	}
+}
+
+func TestReadme(t *testing.T) {
+	dir := render.ChartDir(t)
+	got, err := GenerateReadme(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compareOrUpdate(t, filepath.Join(dir, "README.md"), got, "go test ./test/chart -run TestReadme -update")
+	for _, key := range []string{"config.destination", "webhook.failurePolicy", "certManager.enabled", "tls.caBundle"} {
+		if !bytes.Contains(got, []byte("| `"+key+"` |")) {
+			t.Errorf("README has no row for %s", key)
+		}
+	}
+}
+
+// deployHeader starts deploy/dumpcatcher.yaml.
+const deployHeader = `# dumpcatcher: charts/dumpcatcher rendered with its default values, for kubectl.
+# Generated; do not edit. Regenerate with
+#   go test ./test/chart -run TestDeployManifest -update
+# which runs: helm template dumpcatcher charts/dumpcatcher --namespace dumpcatcher
+#
+# Needs cert-manager (https://cert-manager.io) for the webhook's certificate. No default destination is set, so
+# only pods annotated with dumpcatcher.io/destination are injected: to set one, install the chart with
+# config.destination, or edit config.yaml in the ConfigMap below (the Deployment does not roll by itself then:
+# kubectl -n dumpcatcher rollout restart deployment/dumpcatcher).
+#
+#   kubectl create namespace dumpcatcher
+#   kubectl apply --server-side -f deploy/dumpcatcher.yaml
+`
+
+func TestDeployManifest(t *testing.T) {
+	out := render.Release{Name: "dumpcatcher", Namespace: "dumpcatcher"}.Template(t)
+	compareOrUpdate(t, filepath.Join(render.RepoRoot(t), "deploy", "dumpcatcher.yaml"), []byte(deployHeader+out), "go test ./test/chart -run TestDeployManifest -update")
+}
+
+func compareOrUpdate(t *testing.T, file string, want []byte, regenerate string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(file, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	have, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("%v (generate it: %s)", err, regenerate)
+	}
+	if !bytes.Equal(have, want) {
+		t.Fatalf("%s is stale; regenerate it with `%s` and review the diff:\n%s", file, regenerate, cmp.Diff(string(have), string(want)))
+	}
+}
