@@ -23,8 +23,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dumpcatcher/dumpcatcher/webhook/config"
 	"github.com/dumpcatcher/dumpcatcher/test/chart/render"
+	"github.com/dumpcatcher/dumpcatcher/webhook/config"
 	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
 	"github.com/go-logr/logr"
 	"go.uber.org/zap/zapcore"
