@@ -1,5 +1,6 @@
 // Command dumpcatcher runs inside the pods dumpcatcher injects: `upload` is
-// the uploader sidecar, `version` prints the version. Every flag of upload
+// the uploader sidecar, `dump` takes heap dumps in app containers (the
+// preStop hook and on demand), `version` prints the version. Every flag of upload
 // falls back to an environment variable (see sidecar/settings), which is how
 // the webhook configures it.
 package main
@@ -47,6 +48,8 @@ const usage = `Usage: dumpcatcher COMMAND [flags]
 
 Commands:
   upload    the uploader sidecar: deliver every finished heap dump to storage
+  dump      take a heap dump of this container's JVM(s) now (the preStop hook,
+            or kubectl exec POD -c CONTAINER -- /dumpcatcher/bin/dumpcatcher dump)
   version   print the version
 `
 
@@ -65,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) er
 			return err
 		}
 		return upload(cfg)
+	case settings.CmdDump:
+		return runDump(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, version)
 		return nil

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dumpcatcher/dumpcatcher/sidecar/dumper"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/jvm"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
+)
+
+// parseDump reads the flags the injected preStop hook passes (see
+// sidecar/settings) and those of a hand-run `kubectl exec ... dump`.
+func parseDump(args []string, stderr io.Writer, self string, now time.Time) (dumper.Options, time.Duration, error) {
+	o := dumper.Options{ProcRoot: "/proc", Thresholds: jvm.DefaultThresholds(), Now: time.Now}
+	fs := flag.NewFlagSet("dumpcatcher dump", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	// By default the dump directory is the shared volume's, next to the bin/
+	// directory this binary was started from.
+	defDir := filepath.Join(filepath.Dir(filepath.Dir(self)), settings.DumpsDir)
+	flagName := func(f string) string { return strings.TrimPrefix(f, "--") }
+	fs.StringVar(&o.Reason, flagName(settings.FlagReason), settings.ReasonManual, "why: prestop (the hook) or manual")
+	fs.StringVar(&o.Policy, flagName(settings.FlagPolicy), settings.PolicyAlways, "always, on-pressure (only a JVM short of memory) or never")
+	fs.StringVar(&o.Dir, flagName(settings.FlagDir), defDir, "the container's dump directory in the shared volume")
+	fs.StringVar(&o.Then, flagName(settings.FlagThen), "", "the container's original preStop handler (JSON), run after the dump")
+	var container, namespace, workload string
+	fs.StringVar(&container, flagName(settings.FlagContainer), "", "the container (informational)")
+	fs.StringVar(&namespace, flagName(settings.FlagNamespace), "", "the pod's namespace (informational)")
+	fs.StringVar(&workload, flagName(settings.FlagWorkload), "", "the pod's workload (informational)")
+	grace := fs.Int64(flagName(settings.FlagGracePeriod), 0, "terminationGracePeriodSeconds the hook runs in (0: no deadline)")
+	timeout := fs.Duration("timeout", 5*time.Minute, "give up a dump after this long when there is no grace period")
+	pids := fs.String("pid", "", "dump only these JVMs (comma-separated pids)")
+	fs.BoolVar(&o.All, "all", false, "include unreachable objects (no full GC before the dump)")
+	oldGen := fs.Float64("pressure-old-gen", o.Thresholds.OldGenOccupancy, "on-pressure: old generation share in use that counts as pressure (0..1)")
+	gcShare := fs.Float64("pressure-gc-time", o.Thresholds.GCTimeShare, "on-pressure: share of uptime in GC that counts as pressure (0..1)")
+	if err := fs.Parse(args); err != nil {
+		return o, 0, err
+	}
+	if fs.NArg() > 0 {
+		return o, 0, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if o.Reason != settings.ReasonPreStop && o.Reason != settings.ReasonManual {
+		return o, 0, fmt.Errorf("%s: %q is not prestop or manual", settings.FlagReason, o.Reason)
+	}
+	if *grace < 0 {
+		return o, 0, fmt.Errorf("%s: %d is negative", settings.FlagGracePeriod, *grace)
+	}
+	if *oldGen <= 0 || *oldGen > 1 || *gcShare <= 0 || *gcShare > 1 {
+		return o, 0, errors.New("--pressure-old-gen and --pressure-gc-time are shares between 0 and 1")
+	}
+	o.Thresholds.OldGenOccupancy, o.Thresholds.GCTimeShare = *oldGen, *gcShare
+	for _, s := range strings.Split(*pids, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			return o, 0, fmt.Errorf("--pid: %q is not a process id", s)
+		}
+		o.PIDs = append(o.PIDs, n)
+	}
+	if fi, err := os.Stat(o.Dir); err != nil || !fi.IsDir() {
+		return o, 0, fmt.Errorf("%s: %s is not a directory (is this container injected by dumpcatcher?)", settings.FlagDir, o.Dir)
+	}
+	if *grace > 0 {
+		o.Deadline = now.Add(time.Duration(*grace) * time.Second)
+		return o, 0, nil
+	}
+	return o, *timeout, nil
+}
+
+func runDump(args []string, stdout, stderr io.Writer) error {
+	self, err := os.Executable()
+	if err != nil {
+		self = settings.BinaryPath
+	}
+	o, timeout, err := parseDump(args, stderr, self, time.Now())
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	o.Out = stdout
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	return dumper.Run(ctx, o)
+}

@@ -1,0 +1,203 @@
+package dumper
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/jvm"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
+)
+
+const idleProgram = `public class Idle {
+    static byte[][] keep;
+    public static void main(String[] args) throws Exception {
+        int mb = Integer.parseInt(args[0]);
+        keep = new byte[mb][];
+        for (int i = 0; i < mb; i++) keep[i] = new byte[1 << 20];
+        System.gc();
+        System.out.println("ready");
+        Thread.sleep(600_000);
+    }
+}
+`
+
+// startJVM runs a JVM that holds mb MiB live and then sleeps.
+func startJVM(t *testing.T, mb int, jvmArgs ...string) *exec.Cmd {
+	t.Helper()
+	java, err1 := exec.LookPath("java")
+	javac, err2 := exec.LookPath("javac")
+	if err1 != nil || err2 != nil {
+		if os.Getenv("DUMPCATCHER_REQUIRE_REAL") != "" {
+			t.Fatalf("java and javac are required: %v %v", err1, err2)
+		}
+		t.Skip("no JDK")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Idle.java"), []byte(idleProgram), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(javac, "-d", dir, filepath.Join(dir, "Idle.java")).CombinedOutput(); err != nil {
+		t.Fatalf("javac: %v %s", err, out)
+	}
+	args := append(append([]string{}, jvmArgs...), "-cp", dir, "Idle", fmt.Sprint(mb))
+	cmd := exec.Command(java, args...)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	for i := 0; i < 300 && !strings.Contains(out.String(), "ready"); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(out.String(), "ready") {
+		t.Fatal("JVM not ready")
+	}
+	return cmd
+}
+
+func options(t *testing.T, pid int, policy string) (Options, *bytes.Buffer, string) {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	return Options{ProcRoot: "/proc", Dir: dir, Reason: settings.ReasonPreStop, Policy: policy, Thresholds: jvm.DefaultThresholds(),
+		PIDs: []int{pid}, Out: &out}, &out, dir
+}
+
+func dumps(t *testing.T, dir string) []string {
+	t.Helper()
+	m, _ := filepath.Glob(filepath.Join(dir, "*.hprof"))
+	return m
+}
+
+func TestAlwaysDumpsThenRunsTheSleepHandler(t *testing.T) {
+	cmd := startJVM(t, 20, "-Xmx128m")
+	o, out, dir := options(t, cmd.Process.Pid, settings.PolicyAlways)
+	o.Then = `{"sleep":{"seconds":1}}`
+	start := time.Now()
+	if err := Run(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(start) < time.Second {
+		t.Errorf("the chained sleep did not run")
+	}
+	got := dumps(t, dir)
+	if len(got) != 1 || !strings.HasPrefix(filepath.Base(got[0]), "prestop-") || !strings.HasSuffix(got[0], fmt.Sprintf("-pid%d.hprof", cmd.Process.Pid)) {
+		t.Fatalf("dumps %v\n%s", got, out)
+	}
+	rep, err := hprof.InspectFile(got[0])
+	if err != nil || !rep.Complete {
+		t.Fatalf("dump not complete: %+v %v", rep, err)
+	}
+	if settings.ReasonOf(filepath.Base(got[0])) != settings.ReasonPreStop {
+		t.Error("the uploader would not see the reason in the name")
+	}
+	hidden, _ := filepath.Glob(filepath.Join(dir, ".*"))
+	if len(hidden) != 0 {
+		t.Errorf("temporary files left: %v", hidden)
+	}
+}
+
+func TestOnPressureSkipsAnIdleJVM(t *testing.T) {
+	cmd := startJVM(t, 2, "-Xmx256m")
+	o, out, dir := options(t, cmd.Process.Pid, settings.PolicyOnPressure)
+	if err := Run(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	if len(dumps(t, dir)) != 0 || !strings.Contains(out.String(), "not under memory pressure") {
+		t.Fatalf("idle JVM dumped or not reported: %s", out)
+	}
+}
+
+func TestOnPressureDumpsAFullJVM(t *testing.T) {
+	cmd := startJVM(t, 56, "-Xmx64m", "-XX:+UseSerialGC")
+	o, out, dir := options(t, cmd.Process.Pid, settings.PolicyOnPressure)
+	if err := Run(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	if len(dumps(t, dir)) != 1 || !strings.Contains(out.String(), "under memory pressure") {
+		t.Fatalf("full JVM not dumped: %s", out)
+	}
+}
+
+func TestNoJVMThenExecAndHTTPGet(t *testing.T) {
+	var hits int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/drain" && r.Header.Get("X-Why") == "prestop" {
+			hits++
+		}
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	marker := filepath.Join(t.TempDir(), "chained")
+	for _, then := range []string{
+		fmt.Sprintf(`{"exec":{"command":["sh","-c","echo ran > %s"]}}`, marker),
+		fmt.Sprintf(`{"httpGet":{"path":"/drain","port":%s,"httpHeaders":[{"name":"X-Why","value":"prestop"}]}}`, u.Port()),
+	} {
+		o, out, _ := options(t, 999999999, settings.PolicyAlways)
+		o.Then = then
+		start := time.Now()
+		if err := Run(context.Background(), o); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), "no JVM runs in this container") || time.Since(start) > 2*time.Second {
+			t.Errorf("no-JVM case: %q in %v", out, time.Since(start))
+		}
+	}
+	if b, err := os.ReadFile(marker); err != nil || string(b) != "ran\n" {
+		t.Errorf("exec handler did not run: %q %v", b, err)
+	}
+	if hits != 1 {
+		t.Errorf("httpGet handler hits = %d", hits)
+	}
+}
+
+// TestDeadlineShorterThanTheDump: a JVM that does not answer (stopped) and a
+// deadline 2 s away: Run gives up in time and leaves no file that looks
+// complete.
+func TestDeadlineShorterThanTheDump(t *testing.T) {
+	cmd := startJVM(t, 4, "-Xmx64m")
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	o, out, dir := options(t, cmd.Process.Pid, settings.PolicyAlways)
+	o.Deadline = time.Now().Add(4 * time.Second)
+	start := time.Now()
+	if err := Run(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Run took %v, past the reserve before the deadline", d)
+	}
+	if got := dumps(t, dir); len(got) != 0 || !strings.Contains(out.String(), "no dump") {
+		t.Fatalf("dumps %v, output %s", got, out)
+	}
+	_ = cmd.Process.Signal(syscall.SIGCONT)
+	time.Sleep(500 * time.Millisecond)
+	if got := dumps(t, dir); len(got) != 0 {
+		t.Fatalf("a dump appeared after the give-up: %v", got)
+	}
+}
+
+func TestBadOptions(t *testing.T) {
+	for _, o := range []Options{{Policy: "sometimes", Out: &bytes.Buffer{}}, {Policy: "always", Then: "{", Out: &bytes.Buffer{}}} {
+		if err := Run(context.Background(), o); err == nil {
+			t.Errorf("Run(%+v) accepted", o)
+		}
+	}
+}
