@@ -338,7 +338,7 @@ func TestUnreadableDumpDoesNotCrash(t *testing.T) {
 	}
 	dir := openDir(t)
 	p := startUploadAs(t, shared, dir, srv, creds, &syscall.Credential{Uid: 1000, Gid: 1000})
-	waitLog(t, p, `"msg":"uploading"`, 10*time.Second)
+	waitLog(t, p, `"msg":"watching for heap dumps"`, 10*time.Second)
 	dump := filepath.Join(dir, "dumps", "app", "java_pid1.hprof")
 	if err := os.WriteFile(dump, []byte("JAVA PROFILE 1.0.2\x00not really"), 0o600); err != nil {
 		t.Fatal(err)
