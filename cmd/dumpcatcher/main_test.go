@@ -206,6 +206,7 @@ func TestSIGKILLMidUploadThenRestart(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, "dumps", "app")); err != nil || fi.Mode().Perm() != 0o777 {
 		t.Fatalf("dump directory of container app: %v %v", fi, err)
 	}
+	waitLog(t, p, `"msg":"watching for heap dumps"`, 10*time.Second)
 
 	// 640 MiB: several seconds of upload, so the kill lands in the middle.
 	chunk := make([]byte, 16<<20)
