@@ -1,6 +1,7 @@
 package dumper
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -53,8 +54,10 @@ func startJVM(t *testing.T, mb int, jvmArgs ...string) *exec.Cmd {
 	}
 	args := append(append([]string{}, jvmArgs...), "-cp", dir, "Idle", fmt.Sprint(mb))
 	cmd := exec.Command(java, args...)
-	var out bytes.Buffer
-	cmd.Stdout = &out
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -63,11 +66,19 @@ func startJVM(t *testing.T, mb int, jvmArgs ...string) *exec.Cmd {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	})
-	for i := 0; i < 300 && !strings.Contains(out.String(), "ready"); i++ {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if !strings.Contains(out.String(), "ready") {
-		t.Fatal("JVM not ready")
+	ready := make(chan struct{})
+	go func() {
+		s := bufio.NewScanner(stdout)
+		for s.Scan() {
+			if s.Text() == "ready" {
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatal("JVM not ready within 30s")
 	}
 	return cmd
 }
