@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -193,7 +194,16 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// memoryLimit is the uploader's soft heap limit unless GOMEMLIMIT says
+// otherwise: two 16 MiB parts are live during an upload, and without a
+// limit the collector lets garbage grow the RSS past 60 MiB (measured peak
+// with the limit: 56 MiB; 40 MiB makes the collector run constantly).
+const memoryLimit = 48 << 20
+
 func upload(c uploadConfig) error {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
 	zc := zap.NewProductionConfig()
 	zc.Level = zap.NewAtomicLevelAt(c.logLevel)
 	zc.Sampling = nil

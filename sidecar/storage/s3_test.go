@@ -371,8 +371,10 @@ func TestS3PartsRetriedAndBounded(t *testing.T) {
 	if info.Size != size || failed.Load() < 3 {
 		t.Fatalf("size %d, part 2 attempts %d; want %d bytes and 3 attempts", info.Size, failed.Load(), size)
 	}
-	if p.peak != 2 {
-		t.Fatalf("%d parts in flight at once at most, want 2", p.peak)
+	// The bound is what matters; whether two parts overlap at all depends on
+	// scheduling (a loaded machine may send them one after the other).
+	if p.peak > 2 || p.peak < 1 {
+		t.Fatalf("%d parts in flight at once at most, want 1 or 2 (PartsInFlight 2)", p.peak)
 	}
 	t.Logf("peak parts in flight: %d; part 2 attempts: %d", p.peak, failed.Load())
 }
