@@ -3,7 +3,7 @@
 # small Go modules next to this script and prints the directory holding them
 # as the LAST line of stdout; everything else goes to stderr:
 #
-#   KUBEBUILDER_ASSETS=$(test/tools/install.sh)         # all five
+#   KUBEBUILDER_ASSETS=$(test/tools/install.sh)         # all of them
 #   test/tools/install.sh etcd helm                      # just these
 #
 # Binaries live in ${DUMPCATCHER_TOOLS:-$(go env GOMODCACHE)/../dumpcatcher-tools}/bin.
