@@ -37,7 +37,8 @@ test: lint ## everything: unit, golden, fuzz seeds, real JVM, envtest against a 
 .PHONY: bench
 bench: ## benchmarks (figures go to docs/benchmarks.md)
 	@assets=$$(bash test/tools/install.sh); \
-	  KUBEBUILDER_ASSETS=$$assets DUMPCATCHER_REQUIRE_REAL=1 go test -run '^$$' -bench . -benchmem -count 1 ./webhook/... ./sidecar/... && \
+	  KUBEBUILDER_ASSETS=$$assets DUMPCATCHER_REQUIRE_REAL=1 go test -run '^$$' -bench . -benchmem -count 1 ./webhook/inject ./webhook/admission ./sidecar/... && \
+	  KUBEBUILDER_ASSETS=$$assets DUMPCATCHER_REQUIRE_REAL=1 go test -run '^$$' -bench PodCreation -benchtime 500x -count 1 ./webhook/server && \
 	  KUBEBUILDER_ASSETS=$$assets DUMPCATCHER_REQUIRE_REAL=1 go test -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/bench
 
 .PHONY: generate
