@@ -37,8 +37,11 @@ say "Re-injecting the output changes nothing (idempotent):"
 
 cat <<MSG
 
-What happens in a cluster (the uploader and the dump command are being built;
-see the open issues): the JVM writes its heap dump into the shared emptyDir on
-OutOfMemoryError, the preStop hook takes one before a kill, and the uploader
-sidecar streams each finished dump to the destination above.
+What happens in a cluster: the JVM writes its heap dump into the shared
+emptyDir on OutOfMemoryError, the preStop hook (dumpcatcher dump) takes one
+before a kill when the JVM is short of memory, and the uploader sidecar
+(dumpcatcher upload) streams each finished dump to the destination above.
+Both run from the one static binary bin/dumpcatcher built next to the webhook;
+the tests run them against real JVMs and a real MinIO (make test). The demo on
+a real single-node cluster comes with the end-to-end rig.
 MSG
