@@ -52,8 +52,9 @@ images: ## build the two container images (needs a Docker engine)
 	docker build -f Dockerfile.sidecar --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/dumpcatcher:$(VERSION) .
 
 .PHONY: demo
-demo: build ## inject a sample Java Deployment offline and show what the webhook adds
+demo: build ## show the injection of a sample Java Deployment, then a dump's whole way to a local MinIO
 	@bash test/demo/offline.sh $(BIN)/dumpcatcher-webhook
+	@bash test/demo/local.sh
 
 .PHONY: clean
 clean: ## remove build output (the tool cache stays)

@@ -121,6 +121,22 @@ func DumpFileName(reason string, at time.Time, pid int) string {
 	return fmt.Sprintf("%s-%s-pid%d.hprof", reason, at.UTC().Format("20060102T150405.000Z"), pid)
 }
 
+// ShortName drops the "<reason>-<time>-" a dump of `dumpcatcher dump` starts
+// with (the object key has both already); other names stay as they are.
+func ShortName(name string) string {
+	r := ReasonOf(name)
+	if r == ReasonOOM {
+		return name
+	}
+	rest := strings.TrimPrefix(name, r+"-")
+	if i := strings.IndexByte(rest, '-'); i == len("20060102T150405.000Z") {
+		if _, err := time.Parse("20060102T150405.000Z", rest[:i]); err == nil {
+			return rest[i+1:]
+		}
+	}
+	return name
+}
+
 // ReasonOf tells why a dump file was written from its name: dumps of
 // `dumpcatcher dump` start with their reason, anything else the JVM wrote on
 // OutOfMemoryError.

@@ -18,6 +18,15 @@ func TestDumpFileNames(t *testing.T) {
 			t.Errorf("ReasonOf(%q) = %q, want %q", tt.name, got, tt.reason)
 		}
 	}
+	for in, want := range map[string]string{
+		DumpFileName(ReasonManual, at, 42): "pid42.hprof",
+		"java_pid1.hprof":                  "java_pid1.hprof",
+		"prestop-notatime-pid1.hprof":      "prestop-notatime-pid1.hprof",
+	} {
+		if got := ShortName(in); got != want {
+			t.Errorf("ShortName(%q) = %q, want %q", in, got, want)
+		}
+	}
 	if got := DumpFileName(ReasonManual, at, 42); got != "manual-20261123T100000.000Z-pid42.hprof" {
 		t.Errorf("DumpFileName = %q", got)
 	}

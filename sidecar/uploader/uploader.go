@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/dumpcatcher/dumpcatcher/sidecar/objectkey"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/spool"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/watch"
@@ -402,7 +403,7 @@ func (u *Uploader) deliver(ctx context.Context, e *spool.Entry) error {
 	if e.Key == "" {
 		key, err := u.o.Template.Render(objectkey.Fields{
 			Namespace: u.o.Identity.Namespace, Workload: u.o.Identity.Workload, Pod: u.o.Identity.Pod,
-			Container: e.Container, Node: u.o.Identity.Node, Reason: e.Reason, File: e.File + enc.suffix, Time: e.ClaimedAt,
+			Container: e.Container, Node: u.o.Identity.Node, Reason: e.Reason, File: settings.ShortName(e.File) + enc.suffix, Time: e.ClaimedAt,
 		})
 		if err != nil {
 			return err

@@ -41,7 +41,6 @@ What happens in a cluster: the JVM writes its heap dump into the shared
 emptyDir on OutOfMemoryError, the preStop hook (dumpcatcher dump) takes one
 before a kill when the JVM is short of memory, and the uploader sidecar
 (dumpcatcher upload) streams each finished dump to the destination above.
-Both run from the one static binary bin/dumpcatcher built next to the webhook;
-the tests run them against real JVMs and a real MinIO (make test). The demo on
-a real single-node cluster comes with the end-to-end rig.
+Next, that whole way on this machine with a real MinIO and real JVMs (the demo
+on a real single-node cluster comes with the end-to-end rig).
 MSG
