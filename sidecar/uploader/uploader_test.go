@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 var identity = Identity{Namespace: "shop", Pod: "web-6d4cf56db6-x2k9p", PodUID: "0b1c2d3e-0000-4000-8000-000000000001", Node: "node-1", Workload: "deployment/web"}
@@ -394,7 +395,8 @@ func TestWrongCredentialsThenFixed(t *testing.T) {
 	creds := t.TempDir()
 	miniotest.WriteKeys(t, creds, "accessKeyID", srv.AccessKey, "secretAccessKey", "wrong-secret-value")
 	m := newMetrics(t)
-	r := startUploader(t, minioBucket(t, srv, creds), func(o *Options) { o.Metrics = m })
+	core, logs := observer.New(zap.InfoLevel)
+	r := startUploader(t, minioBucket(t, srv, creds), func(o *Options) { o.Metrics = m; o.Log = zap.New(core) })
 	writeDump(t, filepath.Join(r.dumps, "app", "java_pid1.hprof"), hproftest.Synthetic(2, 1024))
 	time.Sleep(1500 * time.Millisecond)
 	if f, up := testutil.ToFloat64(m.failures), testutil.ToFloat64(m.storageUp); f == 0 || up != 0 {
@@ -410,6 +412,22 @@ func TestWrongCredentialsThenFixed(t *testing.T) {
 	waitObjects(t, srv, 1, 20*time.Second)
 	if up := testutil.ToFloat64(m.storageUp); up != 1 {
 		t.Errorf("storage_up=%v after recovery", up)
+	}
+	// One line per state change, however many retries failed.
+	if f := testutil.ToFloat64(m.failures); f < 3 {
+		t.Errorf("only %v failed attempts: the test needs several retries", f)
+	}
+	down := logs.FilterMessageSnippet("storage unavailable").Len()
+	back := logs.FilterMessageSnippet("storage reachable again").Len()
+	if down != 1 || back != 1 {
+		t.Errorf("logged %d 'unavailable' and %d 'reachable again' lines, want 1 each", down, back)
+	}
+	for _, e := range logs.All() {
+		for _, f := range e.Context {
+			if strings.Contains(f.String, "wrong-secret-value") || strings.Contains(fmt.Sprint(f.Interface), "wrong-secret-value") {
+				t.Errorf("the secret appears in a log line: %s", e.Message)
+			}
+		}
 	}
 	spoolEmpty(t, r)
 	r.shutdown(t)
