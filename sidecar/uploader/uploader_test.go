@@ -361,9 +361,15 @@ func TestStorageOutageMidUpload(t *testing.T) {
 	srv, bucket, _ := startMinIO(t)
 	m := newMetrics(t)
 	r := startUploader(t, bucket, func(o *Options) { o.Compression = CompressionNone; o.Metrics = m })
-	data := randomBytes(t, 96<<20)
+	data := randomBytes(t, 256<<20) // about a second of upload here
 	writeDump(t, filepath.Join(r.dumps, "app", "java_pid1.hprof"), data)
-	time.Sleep(300 * time.Millisecond) // the upload is under way
+	for i := 0; i < 200; i++ { // claimed: the upload starts now
+		if m, _ := filepath.Glob(filepath.Join(r.root, ".spool", "*.data")); len(m) > 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(150 * time.Millisecond)
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
