@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -152,7 +153,7 @@ func parseUpload(args []string, stderr io.Writer, getenv func(string) string) (u
 	if c.template, err = objectkey.Parse(tmpl); err != nil {
 		return c, bad("key-template", settings.EnvKeyTemplate, err)
 	}
-	if !contains(uploader.Compressions(), c.compression) {
+	if !slices.Contains(uploader.Compressions(), c.compression) {
 		return c, bad("compression", settings.EnvCompression, fmt.Errorf("%q is not one of %s", c.compression, strings.Join(uploader.Compressions(), ", ")))
 	}
 	if c.drain, err = time.ParseDuration(drain); err != nil || c.drain <= 0 {
@@ -183,15 +184,6 @@ func parseUpload(args []string, stderr io.Writer, getenv func(string) string) (u
 		}
 	}
 	return c, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // memoryLimit is the uploader's soft heap limit unless GOMEMLIMIT says

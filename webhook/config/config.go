@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/dumpcatcher/dumpcatcher/sidecar/destination"
@@ -172,13 +173,13 @@ func (c Config) Validate() error {
 			return fmt.Errorf("sizeLimit: %v", err)
 		}
 	}
-	if !oneOf(c.PreStop, settings.Policies()) {
+	if !slices.Contains(settings.Policies(), c.PreStop) {
 		return fmt.Errorf("preStop: %q is not one of %s", c.PreStop, strings.Join(settings.Policies(), ", "))
 	}
 	if c.MinTerminationGracePeriodSeconds < 0 || c.MinTerminationGracePeriodSeconds > 3600 {
 		return fmt.Errorf("minTerminationGracePeriodSeconds: %d is outside 0..3600", c.MinTerminationGracePeriodSeconds)
 	}
-	if !oneOf(c.NativeSidecar, []string{NativeAuto, NativeAlways, NativeNever}) {
+	if !slices.Contains([]string{NativeAuto, NativeAlways, NativeNever}, c.NativeSidecar) {
 		return fmt.Errorf("nativeSidecar: %q is not one of auto, always, never", c.NativeSidecar)
 	}
 	for i, ns := range c.ExcludedNamespaces {
@@ -212,13 +213,4 @@ func ValidateSizeLimit(s string) error {
 		return fmt.Errorf("%q must be greater than zero", s)
 	}
 	return nil
-}
-
-func oneOf(s string, allowed []string) bool {
-	for _, a := range allowed {
-		if s == a {
-			return true
-		}
-	}
-	return false
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -127,7 +128,7 @@ func Inject(in Input, opts Options) (Result, error) {
 		return skip("namespace kube-system is never injected")
 	case ns != "" && ns == opts.OwnNamespace:
 		return skip("the webhook's own namespace is never injected")
-	case contains(opts.Config.ExcludedNamespaces, ns):
+	case slices.Contains(opts.Config.ExcludedNamespaces, ns):
 		return skip(fmt.Sprintf("namespace %s is excluded in the webhook configuration", ns))
 	}
 	ann := pod.Annotations
@@ -193,7 +194,7 @@ func resolveSettings(pod *corev1.Pod, cfg config.Config) (podSettings, error) {
 		ps.secret = v
 	}
 	if v, ok := ann[AnnotationPreStop]; ok {
-		if !contains(settings.Policies(), v) {
+		if !slices.Contains(settings.Policies(), v) {
 			return ps, &AnnotationError{AnnotationPreStop, v, "allowed values are " + strings.Join(settings.Policies(), ", ")}
 		}
 		ps.preStop = v
@@ -218,7 +219,7 @@ func parseTargets(pod *corev1.Pod, v string) ([]string, error) {
 		if n == "" {
 			continue
 		}
-		if !contains(names, n) {
+		if !slices.Contains(names, n) {
 			reason := fmt.Sprintf("no container %q in the pod; containers: %s", n, strings.Join(names, ", "))
 			for _, ic := range pod.Spec.InitContainers {
 				if ic.Name == n {
@@ -227,7 +228,7 @@ func parseTargets(pod *corev1.Pod, v string) ([]string, error) {
 			}
 			return nil, &AnnotationError{AnnotationContainers, v, reason}
 		}
-		if !contains(targets, n) {
+		if !slices.Contains(targets, n) {
 			targets = append(targets, n)
 		}
 	}
@@ -267,7 +268,7 @@ func mutate(pod *corev1.Pod, ns string, wl Workload, ps podSettings, opts Option
 	}
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
-		if !contains(ps.targets, c.Name) {
+		if !slices.Contains(ps.targets, c.Name) {
 			continue
 		}
 		base := uniqueMountPath(c, cfg.MountPath)
@@ -383,7 +384,7 @@ func sidecarSecurityContext(pod *corev1.Pod, targets []string) (*corev1.Security
 	var uid, gid *int64
 	uidOwner := ""
 	for _, c := range pod.Spec.Containers {
-		if !contains(targets, c.Name) {
+		if !slices.Contains(targets, c.Name) {
 			continue
 		}
 		u, g := effectiveIDs(pod, &c)
@@ -506,15 +507,6 @@ func unique(base string, taken func(string) bool) string {
 		n = base + "-" + strconv.Itoa(i)
 	}
 	return n
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func ptr[T any](v T) *T { return &v }
