@@ -215,8 +215,7 @@ func walkRaw(w *window, size int64, rep Report) (Report, error) {
 		return rep, err
 	}
 	off := int64(headerLen)
-	var last byte
-	heapDump := false
+	var t tally
 	for off < size {
 		if size-off < recordHeader {
 			rep.Uncompressed = off
@@ -237,19 +236,31 @@ func walkRaw(w *window, size int64, rep Report) (Report, error) {
 			return truncated(rep, fmt.Sprintf("file ends inside record %d (tag 0x%02x) at offset %d: %d of %d body bytes present",
 				rep.Records+1, tag, off, size-off-recordHeader, length)), nil
 		}
-		switch tag {
-		case TagHeapDumpSegment:
-			rep.Segmented = true
-		case TagHeapDump:
-			heapDump = true
-		}
-		last = tag
-		rep.Records++
+		t.add(&rep, tag)
 		off += recordHeader + length
 	}
 	rep.Uncompressed = off
-	return finish(rep, last, heapDump), nil
+	return t.finish(rep), nil
 }
+
+// tally is what both walkers learn from the complete records they pass.
+type tally struct {
+	last     byte
+	heapDump bool
+}
+
+func (t *tally) add(rep *Report, tag byte) {
+	switch tag {
+	case TagHeapDumpSegment:
+		rep.Segmented = true
+	case TagHeapDump:
+		t.heapDump = true
+	}
+	t.last = tag
+	rep.Records++
+}
+
+func (t tally) finish(rep Report) Report { return finish(rep, t.last, t.heapDump) }
 
 func truncated(rep Report, reason string) Report {
 	rep.Truncated = true
@@ -425,8 +436,7 @@ func walkStream(s *bufio.Reader, rep *Report, failed func() error) error {
 		return nil
 	}
 	off := int64(headerLen)
-	var last byte
-	heapDump := false
+	var t tally
 	var rh [recordHeader]byte
 	for {
 		n, err := io.ReadFull(s, rh[:])
@@ -435,7 +445,7 @@ func walkStream(s *bufio.Reader, rep *Report, failed func() error) error {
 			switch {
 			case failed() != nil:
 			case err == io.EOF:
-				*rep = finish(*rep, last, heapDump)
+				*rep = t.finish(*rep)
 			default:
 				*rep = truncated(*rep, fmt.Sprintf("decompressed data ends inside the header of record %d at offset %d", rep.Records+1, off))
 			}
@@ -456,14 +466,7 @@ func walkStream(s *bufio.Reader, rep *Report, failed func() error) error {
 			}
 			return nil
 		}
-		switch tag {
-		case TagHeapDumpSegment:
-			rep.Segmented = true
-		case TagHeapDump:
-			heapDump = true
-		}
-		last = tag
-		rep.Records++
+		t.add(rep, tag)
 		off += recordHeader + length
 		rep.Uncompressed = off
 	}
