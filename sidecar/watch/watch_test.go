@@ -71,6 +71,13 @@ func (r *recorder) snapshot() []watch.Event {
 // waitFor waits until n events were recorded and returns them.
 func (r *recorder) waitFor(t *testing.T, n int) []watch.Event {
 	t.Helper()
+	return r.waitForWithin(t, n, wait)
+}
+
+// waitForWithin is waitFor with a budget of its own, for runs of thousands
+// of files (slow under the race detector).
+func (r *recorder) waitForWithin(t *testing.T, n int, wait time.Duration) []watch.Event {
+	t.Helper()
 	deadline := time.After(wait)
 	for {
 		if evs := r.snapshot(); len(evs) >= n {
@@ -438,7 +445,7 @@ func TestQueueOverflowRescans(t *testing.T) {
 		writeFile(t, filepath.Join(app, fmt.Sprintf("f%05d.hprof", i)), data)
 	}
 	rec.release()
-	evs := rec.waitFor(t, files)
+	evs := rec.waitForWithin(t, files, 90*time.Second)
 	rec.quiet(t, files, 500*time.Millisecond)
 	seen := map[string]bool{}
 	reasons := map[string]int{}
