@@ -103,6 +103,8 @@ type fileMeta struct {
 	ContentType     string            `json:"contentType,omitempty"`
 	ContentEncoding string            `json:"contentEncoding,omitempty"`
 	Metadata        map[string]string `json:"metadata"`
+	// Version is set by WriteIf: a random token, new on every write.
+	Version string `json:"version,omitempty"`
 }
 
 func tempName() string {
@@ -119,6 +121,12 @@ func (f *Filesystem) Put(ctx context.Context, key string, r io.Reader, opts PutO
 		return Info{}, err
 	}
 	defer root.Close()
+	return f.put(ctx, root, key, r, opts, "")
+}
+
+// put is Put on an open root; version is recorded in the metadata file
+// (WriteIf's version token, empty for Put).
+func (f *Filesystem) put(ctx context.Context, root *os.Root, key string, r io.Reader, opts PutOptions, version string) (_ Info, err error) {
 	meta, wantSHA, err := checkMetadata(opts.Metadata)
 	if err != nil {
 		return Info{}, err
@@ -165,7 +173,7 @@ func (f *Filesystem) Put(ctx context.Context, key string, r io.Reader, opts PutO
 		return Info{}, err
 	}
 	meta[MetaSHA256] = sum
-	fm := fileMeta{Size: n, SHA256: sum, ContentType: opts.ContentType, ContentEncoding: opts.ContentEncoding, Metadata: meta}
+	fm := fileMeta{Size: n, SHA256: sum, ContentType: opts.ContentType, ContentEncoding: opts.ContentEncoding, Metadata: meta, Version: version}
 	if fm.ContentType == "" {
 		fm.ContentType = "application/octet-stream"
 	}

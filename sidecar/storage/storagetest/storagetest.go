@@ -70,6 +70,8 @@ func Run(t *testing.T, cfg Config) {
 		{"InvalidKeys", s.invalidKeys},
 		{"ContentEncodingNotDecoded", s.contentEncoding},
 		{"ConcurrentPuts", s.concurrent},
+		{"ConditionalWrites", s.conditional},
+		{"ConditionalRace", s.conditionalRace},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tg := cfg.New(t)
@@ -532,4 +534,124 @@ func (s suite) concurrent(t *testing.T, tg Target) {
 			t.Fatalf("conc/%d: %d bytes, sha256 %s", i, n, got)
 		}
 	}
+}
+
+func conditional(t *testing.T, b storage.Bucket) storage.Conditional {
+	t.Helper()
+	c, ok := b.(storage.Conditional)
+	if !ok {
+		t.Fatalf("%T does not implement storage.Conditional", b)
+	}
+	return c
+}
+
+func readVersion(t *testing.T, c storage.Conditional, key string) ([]byte, string) {
+	t.Helper()
+	data, v, err := c.ReadVersion(context.Background(), key)
+	if err != nil {
+		t.Fatalf("ReadVersion(%q): %v", key, err)
+	}
+	return data, v
+}
+
+func (s suite) conditional(t *testing.T, tg Target) {
+	ctx := context.Background()
+	c := conditional(t, tg.Bucket)
+	key := "locks/ns/deployment/web"
+	if _, _, err := c.ReadVersion(ctx, key); !errors.Is(err, storage.ErrNotExist) {
+		t.Fatalf("ReadVersion of a missing key: %v; want ErrNotExist", err)
+	}
+	if _, err := c.WriteIf(ctx, key, []byte("x"), "no-such-version"); !errors.Is(err, storage.ErrPrecondition) {
+		t.Fatalf("WriteIf(version) of a missing key: %v; want ErrPrecondition", err)
+	}
+	v1, err := c.WriteIf(ctx, key, []byte("first"), "")
+	if err != nil || v1 == "" {
+		t.Fatalf("WriteIf(absent) = %q, %v", v1, err)
+	}
+	if _, err := c.WriteIf(ctx, key, []byte("second"), ""); !errors.Is(err, storage.ErrPrecondition) {
+		t.Fatalf("WriteIf(absent) over an existing object: %v; want ErrPrecondition", err)
+	}
+	if data, v := readVersion(t, c, key); string(data) != "first" || v != v1 {
+		t.Fatalf("after a refused write: %q at %q; want %q at %q", data, v, "first", v1)
+	}
+	v2, err := c.WriteIf(ctx, key, []byte("second"), v1)
+	if err != nil || v2 == "" || v2 == v1 {
+		t.Fatalf("WriteIf(v1) = %q, %v; want a new version", v2, err)
+	}
+	if _, err := c.WriteIf(ctx, key, []byte("stale"), v1); !errors.Is(err, storage.ErrPrecondition) {
+		t.Fatalf("WriteIf(stale version): %v; want ErrPrecondition", err)
+	}
+	if data, v := readVersion(t, c, key); string(data) != "second" || v != v2 {
+		t.Fatalf("read %q at %q; want %q at %q", data, v, "second", v2)
+	}
+	// The object is an ordinary one for the rest of the interface.
+	if got := get(t, tg.Bucket, key); string(got) != "second" {
+		t.Fatalf("Get = %q", got)
+	}
+	if err := tg.Bucket.Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WriteIf(ctx, key, []byte("third"), v2); !errors.Is(err, storage.ErrPrecondition) {
+		t.Fatalf("WriteIf(version) after Delete: %v; want ErrPrecondition", err)
+	}
+	if _, err := c.WriteIf(ctx, key, []byte("third"), ""); err != nil {
+		t.Fatalf("WriteIf(absent) after Delete: %v", err)
+	}
+	big := bytes.Repeat([]byte{'x'}, storage.MaxConditionalSize+1)
+	if _, err := c.WriteIf(ctx, "locks/big", big, ""); err == nil || errors.Is(err, storage.ErrPrecondition) {
+		t.Fatalf("WriteIf of %d bytes: %v; want a size error", len(big), err)
+	}
+	if _, err := c.WriteIf(ctx, "../escape", []byte("x"), ""); !errors.Is(err, storage.ErrInvalidKey) {
+		t.Fatalf("WriteIf of an invalid key: %v; want ErrInvalidKey", err)
+	}
+	assertClean(t, tg)
+}
+
+// conditionalRace: of writers racing with the same condition exactly one
+// wins, for creation and for replacement.
+func (s suite) conditionalRace(t *testing.T, tg Target) {
+	ctx := context.Background()
+	c := conditional(t, tg.Bucket)
+	const writers = 8
+	race := func(version string) (winner string) {
+		t.Helper()
+		var wg sync.WaitGroup
+		wins := make(chan string, writers)
+		errs := make(chan error, writers)
+		for i := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				me := fmt.Sprintf("writer-%d", i)
+				_, err := c.WriteIf(ctx, "race/lock", []byte(me), version)
+				switch {
+				case err == nil:
+					wins <- me
+				case !errors.Is(err, storage.ErrPrecondition):
+					errs <- err
+				}
+			}()
+		}
+		wg.Wait()
+		close(wins)
+		close(errs)
+		for err := range errs {
+			t.Fatalf("a losing WriteIf failed with something other than ErrPrecondition: %v", err)
+		}
+		var all []string
+		for w := range wins {
+			all = append(all, w)
+		}
+		if len(all) != 1 {
+			t.Fatalf("%d writers won the race (version %q): %q; want exactly one", len(all), version, all)
+		}
+		if data, _ := readVersion(t, c, "race/lock"); string(data) != all[0] {
+			t.Fatalf("object holds %q, winner was %q", data, all[0])
+		}
+		return all[0]
+	}
+	race("")
+	_, v := readVersion(t, c, "race/lock")
+	race(v)
+	assertClean(t, tg)
 }
