@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dumpcatcher/dumpcatcher/sidecar/dumper"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/dumplock"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/jvm"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
 )
@@ -92,6 +93,15 @@ func runDump(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	o.Out = stdout
+	if o.Reason == settings.ReasonPreStop {
+		// One pod of a workload dumps at a time; the uploader next to this
+		// binary's directory takes the lock.
+		socket := filepath.Join(filepath.Dir(self), settings.LockSocketName)
+		o.Lock = func(ctx context.Context, ttl time.Duration) (func(), error) {
+			release, _, err := dumplock.Request(ctx, socket, ttl)
+			return release, err
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if timeout > 0 {

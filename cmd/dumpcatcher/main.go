@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/dumpcatcher/dumpcatcher/sidecar/destination"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/dumplock"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/objectkey"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/spool"
@@ -225,6 +226,31 @@ func upload(c uploadConfig) error {
 	bucket, err := storage.Open(c.dest, storage.Options{CredentialsDir: c.credentialsDir, CAFile: c.caFile, Log: zapr.NewLogger(log.Named("storage"))})
 	if err != nil {
 		return err
+	}
+	// The workload's dump lock, taken for the preStop hooks of this pod.
+	lockKey, err := dumplock.Key(c.identity.Namespace, c.identity.Workload)
+	if err != nil {
+		log.Warn("preStop dumps of this pod go ahead without the workload's dump lock", zap.Error(err))
+		lockKey = ""
+	}
+	lockCtx, stopLocks := context.WithCancel(context.Background())
+	defer stopLocks()
+	if store, ok := bucket.(storage.Conditional); ok {
+		socket := filepath.Join(c.dir, settings.BinDir, settings.LockSocketName)
+		ln, err := dumplock.Listen(socket)
+		if err != nil {
+			log.Error("could not listen for dump lock requests; preStop dumps go ahead without the lock", zap.String("socket", socket), zap.Error(err))
+		} else {
+			s := &dumplock.Server{Locks: dumplock.Locks{Store: store}, Key: lockKey, Holder: c.identity.Namespace + "/" + c.identity.Pod, Log: log.Named("lock")}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				if err := s.Serve(lockCtx, ln); err != nil {
+					log.Error("dump lock socket failed", zap.Error(err))
+				}
+			}()
+			defer func() { stopLocks(); <-done }()
+		}
 	}
 	var metrics *uploader.Metrics
 	if c.metricsAddr != "" {

@@ -134,7 +134,10 @@ func startUpload(t *testing.T, bin, dir string, srv *miniotest.Server, creds str
 	return startUploadAs(t, bin, dir, srv, creds, nil)
 }
 
-func startUploadAs(t *testing.T, bin, dir string, srv *miniotest.Server, creds string, cred *syscall.Credential) *proc {
+// startUploadAs starts the uploader as cred (nil: this uid) with the
+// environment the webhook injects, for pod shop/web-1 unless env overrides
+// it.
+func startUploadAs(t *testing.T, bin, dir string, srv *miniotest.Server, creds string, cred *syscall.Credential, env ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin, "upload")
 	if cred != nil {
@@ -144,6 +147,7 @@ func startUploadAs(t *testing.T, bin, dir string, srv *miniotest.Server, creds s
 		settings.EnvDir+"="+dir, settings.EnvDestination+"="+srv.URL("e2e"), settings.EnvCredentialsDir+"="+creds,
 		settings.EnvCompression+"=none", settings.EnvContainers+"=app", settings.EnvPodName+"=web-1", settings.EnvPodNamespace+"=shop",
 		settings.EnvWorkload+"=deployment/web", settings.EnvDrainTimeout+"=5s")
+	cmd.Env = append(cmd.Env, env...)
 	p := &proc{cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
 	if err := cmd.Start(); err != nil {

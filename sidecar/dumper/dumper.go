@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/dumpcatcher/dumpcatcher/sidecar/dumplock"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/jvm"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
 )
@@ -43,9 +44,22 @@ type Options struct {
 	// Then is the container's original preStop handler as JSON (a
 	// Kubernetes LifecycleHandler), run after the dump.
 	Then string
+	// Lock, when set, is asked for the workload's dump lock (see
+	// sidecar/dumplock) once a dump is decided on, for as long as the dump
+	// may take. A *dumplock.TakenError skips the dump; any other error is
+	// reported and the dump goes ahead without the lock.
+	Lock func(ctx context.Context, ttl time.Duration) (release func(), err error)
 	Out  io.Writer
 	Now  func() time.Time
 }
+
+// lockWait bounds the wait for the lock's answer.
+const lockWait = 5 * time.Second
+
+// lockMargin is added to the dump's own deadline for the lock's lifetime:
+// the kubelet kills the container at the deadline, so a holder that dies
+// there frees the workload this much later.
+const lockMargin = 5 * time.Second
 
 // handler is the part of a Kubernetes LifecycleHandler a preStop can use.
 type handler struct {
@@ -132,6 +146,7 @@ func dump(ctx context.Context, o Options) {
 		fmt.Fprintln(o.Out, "no JVM runs in this container: nothing to dump")
 		return
 	}
+	var dumps []jvm.Process
 	for _, p := range procs {
 		if o.Policy == settings.PolicyOnPressure {
 			rep, err := jvm.Pressure(p, o.Thresholds)
@@ -145,6 +160,19 @@ func dump(ctx context.Context, o Options) {
 				fmt.Fprintf(o.Out, "pid %d: under memory pressure (%s)\n", p.NSPID, rep.Reason)
 			}
 		}
+		dumps = append(dumps, p)
+	}
+	if len(dumps) == 0 {
+		return
+	}
+	if o.Lock != nil {
+		release, ok := lock(ctx, o)
+		if !ok {
+			return
+		}
+		defer release()
+	}
+	for _, p := range dumps {
 		name := settings.DumpFileName(o.Reason, o.Now(), p.NSPID)
 		start := o.Now()
 		path, err := jvm.HeapDumpWith(ctx, p, o.Dir, name, jvm.DumpOptions{Live: !o.All})
@@ -157,6 +185,32 @@ func dump(ctx context.Context, o Options) {
 			fmt.Fprintf(o.Out, "pid %d: heap dump written to %s in %v; the dumpcatcher sidecar uploads it\n", p.NSPID, path, o.Now().Sub(start).Round(time.Millisecond))
 		}
 	}
+}
+
+// lock takes the workload's dump lock for as long as the dump may last. It
+// reports false when another pod holds it.
+func lock(ctx context.Context, o Options) (release func(), ok bool) {
+	ttl := 5 * time.Minute
+	if d, has := ctx.Deadline(); has {
+		ttl = d.Sub(o.Now())
+	}
+	if !o.Deadline.IsZero() {
+		ttl = o.Deadline.Sub(o.Now())
+	}
+	ttl += lockMargin
+	lctx, cancel := context.WithTimeout(ctx, lockWait)
+	defer cancel()
+	release, err := o.Lock(lctx, ttl)
+	var taken *dumplock.TakenError
+	switch {
+	case errors.As(err, &taken):
+		fmt.Fprintf(o.Out, "no dump: %v; one pod of a workload dumps at a time\n", err)
+		return nil, false
+	case err != nil:
+		fmt.Fprintf(o.Out, "dumping without the workload's dump lock: %v\n", err)
+		return func() {}, true
+	}
+	return release, true
 }
 
 // runThen runs the container's original preStop handler the way the

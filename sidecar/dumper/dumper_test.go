@@ -1,7 +1,6 @@
 package dumper
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -16,71 +15,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dumpcatcher/dumpcatcher/sidecar/dumplock"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof/hproftest"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/jvm"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
 )
 
-const idleProgram = `public class Idle {
-    static byte[][] keep;
-    public static void main(String[] args) throws Exception {
-        int mb = Integer.parseInt(args[0]);
-        keep = new byte[mb][];
-        for (int i = 0; i < mb; i++) keep[i] = new byte[1 << 20];
-        System.gc();
-        System.out.println("ready");
-        Thread.sleep(600_000);
-    }
-}
-`
-
 // startJVM runs a JVM that holds mb MiB live and then sleeps.
 func startJVM(t *testing.T, mb int, jvmArgs ...string) *exec.Cmd {
 	t.Helper()
-	java, err1 := exec.LookPath("java")
-	javac, err2 := exec.LookPath("javac")
-	if err1 != nil || err2 != nil {
-		if os.Getenv("DUMPCATCHER_REQUIRE_REAL") != "" {
-			t.Fatalf("java and javac are required: %v %v", err1, err2)
-		}
-		t.Skip("no JDK")
-	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "Idle.java"), []byte(idleProgram), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(javac, "-d", dir, filepath.Join(dir, "Idle.java")).CombinedOutput(); err != nil {
-		t.Fatalf("javac: %v %s", err, out)
-	}
-	args := append(append([]string{}, jvmArgs...), "-cp", dir, "Idle", fmt.Sprint(mb))
-	cmd := exec.Command(java, args...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	ready := make(chan struct{})
-	go func() {
-		s := bufio.NewScanner(stdout)
-		for s.Scan() {
-			if s.Text() == "ready" {
-				close(ready)
-			}
-		}
-	}()
-	select {
-	case <-ready:
-	case <-time.After(30 * time.Second):
-		t.Fatal("JVM not ready within 30s")
-	}
-	return cmd
+	return hproftest.Hold(t, hproftest.HoldSpec{LiveMB: mb, Opts: jvmArgs}).Cmd
 }
 
 func options(t *testing.T, pid int, policy string) (Options, *bytes.Buffer, string) {
@@ -210,5 +155,74 @@ func TestBadOptions(t *testing.T) {
 		if err := Run(context.Background(), o); err == nil {
 			t.Errorf("Run(%+v) accepted", o)
 		}
+	}
+}
+
+// TestLock: the workload's dump lock is asked for once a dump is decided on,
+// for the dump's whole deadline; taken means no dump (but the chained
+// handler still runs), unavailable means a dump without it.
+func TestLock(t *testing.T) {
+	cmd := startJVM(t, 4, "-Xmx64m")
+	type call struct {
+		ttl      time.Duration
+		released bool
+	}
+	for _, tc := range []struct {
+		name     string
+		policy   string
+		err      error
+		wantDump bool
+		wantCall bool
+		wantOut  string
+	}{
+		{"free", settings.PolicyAlways, nil, true, true, "heap dump written"},
+		{"taken", settings.PolicyAlways, &dumplock.TakenError{Holder: "shop/orders-x", Expires: time.Now().Add(time.Minute)}, false, true, "no dump: another pod of the workload is taking a heap dump (shop/orders-x holds"},
+		{"unavailable", settings.PolicyAlways, fmt.Errorf("%w: no answer", dumplock.ErrUnavailable), true, true, "dumping without the workload's dump lock"},
+		{"not needed", settings.PolicyOnPressure, nil, false, false, "not under memory pressure"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, out, dir := options(t, cmd.Process.Pid, tc.policy)
+			o.Deadline = time.Now().Add(30 * time.Second)
+			marker := filepath.Join(t.TempDir(), "chained")
+			o.Then = fmt.Sprintf(`{"exec":{"command":["sh","-c","echo ran > %s"]}}`, marker)
+			var calls []*call
+			o.Lock = func(ctx context.Context, ttl time.Duration) (func(), error) {
+				c := &call{ttl: ttl}
+				calls = append(calls, c)
+				if tc.err != nil {
+					return nil, tc.err
+				}
+				return func() {
+					if len(dumps(t, dir)) != 1 {
+						t.Error("lock released before the dump was written")
+					}
+					c.released = true
+				}, nil
+			}
+			if err := Run(context.Background(), o); err != nil {
+				t.Fatal(err)
+			}
+			if got := len(dumps(t, dir)) == 1; got != tc.wantDump {
+				t.Errorf("dumped %v, want %v\n%s", got, tc.wantDump, out)
+			}
+			if !strings.Contains(out.String(), tc.wantOut) {
+				t.Errorf("output lacks %q:\n%s", tc.wantOut, out)
+			}
+			if got := len(calls) == 1; got != tc.wantCall {
+				t.Fatalf("lock asked %d times, want asked: %v", len(calls), tc.wantCall)
+			}
+			if tc.wantCall {
+				// Until the kill at the deadline, plus the margin.
+				if d := calls[0].ttl; d < 33*time.Second || d > 35*time.Second {
+					t.Errorf("lock ttl %v, want about 35s", d)
+				}
+				if tc.err == nil && !calls[0].released {
+					t.Error("lock not released")
+				}
+			}
+			if b, err := os.ReadFile(marker); err != nil || string(b) != "ran\n" {
+				t.Errorf("chained handler did not run: %q %v", b, err)
+			}
+		})
 	}
 }

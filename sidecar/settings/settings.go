@@ -26,6 +26,10 @@ const (
 	BinDir = "bin"
 	// BinaryName is the file name of the binary inside BinDir.
 	BinaryName = "dumpcatcher"
+	// LockSocketName is the Unix socket inside BinDir on which the uploader
+	// takes the workload's dump lock for the dump command (see
+	// sidecar/dumplock).
+	LockSocketName = "dumpcatcher.sock"
 	// DumpsDir holds one directory per target container: DumpsDir/<container>/.
 	DumpsDir = "dumps"
 )
