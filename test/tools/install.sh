@@ -5,6 +5,7 @@
 #
 #   KUBEBUILDER_ASSETS=$(test/tools/install.sh)         # all of them
 #   test/tools/install.sh etcd helm                      # just these
+#   test/tools/install.sh cluster                        # the e2e rig's (cluster_tools)
 #
 # Binaries live in ${DUMPCATCHER_TOOLS:-$(go env GOMODCACHE)/../dumpcatcher-tools}/bin.
 # Each tool has a stamp ($CACHE/stamps/<tool>) holding a hash of everything
@@ -23,6 +24,13 @@ exec 3>&1 1>&2 # stdout is reserved for the final bin-dir line
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 all_tools=(kube-apiserver etcd minio helm mc crds)
+# The single-node cluster of test/cluster needs these on top of etcd and
+# kube-apiserver. They are not in all_tools: `make test` does not run a
+# cluster, and the four of them cost about 9 minutes of 2 cores to build.
+# `cluster` names the whole group. mkimg assembles images without Docker,
+# pause is the pods' sandbox process, cri talks CRI to the rig's containerd
+# (crictl is not on the module proxy).
+cluster_tools=(kube-apiserver etcd kubelet kube-controller-manager kube-scheduler kube-proxy minio mc helm mkimg pause cri)
 
 log() { printf 'tools: %s\n' "$*"; }
 die() { log "error: $*"; exit 1; }
@@ -49,8 +57,11 @@ spec() {
 	local v
 	ldflags="-s -w"
 	case $1 in
-	kube-apiserver)
-		dir=k8s pkg=k8s.io/kubernetes/cmd/kube-apiserver
+	kube-apiserver | kubelet | kube-controller-manager | kube-scheduler | kube-proxy)
+		# All from test/tools/k8s, with the version the module pins stamped
+		# in: without it they report v0.0.0-master, and the kubelet's node
+		# and the apiserver's /version disagree with the chart's checks.
+		dir=k8s pkg=k8s.io/kubernetes/cmd/$1
 		v=$(modver k8s k8s.io/kubernetes)
 		[[ $v =~ ^v([0-9]+)\.([0-9]+)\. ]] || die "cannot parse k8s.io/kubernetes version '$v'"
 		ldflags+=" -X k8s.io/component-base/version.gitVersion=$v"
@@ -58,6 +69,11 @@ spec() {
 		ldflags+=" -X k8s.io/component-base/version.gitMinor=${BASH_REMATCH[2]}"
 		ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
 		ldflags+=" -X k8s.io/component-base/version.buildDate=2026-01-01T00:00:00Z"
+		;;
+	mkimg | pause | cri)
+		# Small tools of the e2e rig, each its own module (test/tools/<name>)
+		# with its source next to go.mod (hashed into the stamp).
+		dir=$1 pkg=.
 		;;
 	etcd)
 		# etcd's version is a constant in go.etcd.io/etcd/api/v3/version.
@@ -136,7 +152,9 @@ build_env=(CGO_ENABLED=0 GOFLAGS=-mod=readonly)
 stamp_of() { # TOOL -> hash of all build inputs
 	spec "$1"
 	{
-		cat "$here/$dir/go.mod" "$here/$dir/go.sum"
+		cat "$here/$dir/go.mod"
+		[[ ! -f $here/$dir/go.sum ]] || cat "$here/$dir/go.sum" # none without dependencies
+		[[ $pkg != . ]] || cat "$here/$dir"/*.go                 # the tool's own source
 		printf '%s\n' "$pkg" "$ldflags" "$goversion" "$goos/$goarch" "${build_env[@]}"
 	} | sha256sum | cut -d' ' -f1
 }
@@ -145,13 +163,19 @@ fresh() { # TOOL HASH
 	[[ -x $bin/$1 && -f $cache/stamps/$1 && $(<"$cache/stamps/$1") == "$2" ]]
 }
 
-tools=("$@")
+tools=()
+for t in "$@"; do
+	case $t in
+	cluster) tools+=("${cluster_tools[@]}") ;;
+	*) tools+=("$t") ;;
+	esac
+done
 ((${#tools[@]})) || tools=("${all_tools[@]}")
 
 declare -A want=()
 stale=()
 for t in "${tools[@]}"; do
-	spec "$t" || die "unknown tool '$t' (known: ${all_tools[*]})"
+	spec "$t" || die "unknown tool '$t' (known: ${all_tools[*]}; cluster: ${cluster_tools[*]})"
 	want[$t]=$(stamp_of "$t")
 	fresh "$t" "${want[$t]}" || stale+=("$t")
 done

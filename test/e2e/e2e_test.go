@@ -1,0 +1,433 @@
+// Package e2e runs dumpcatcher on a real cluster: the chart, the images of
+// the Dockerfiles, MinIO, and a JVM that runs out of memory. It needs a
+// cluster with the images of test/cluster/images.sh (test/cluster/up.sh
+// makes one) and is skipped unless DUMPCATCHER_E2E_KUBECONFIG names its
+// kubeconfig:
+//
+//	sudo make cluster-up cluster-smoke cluster-down
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
+	"github.com/dumpcatcher/dumpcatcher/test/chart/render"
+	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
+)
+
+const (
+	release   = "dumpcatcher" // also the chart's full name, hence the Service's
+	webhookNS = "dumpcatcher"
+	minioNS   = "minio" // deploy/examples/minio.yaml's
+	appNS     = "oom-demo"
+	bucket    = "heap-dumps"
+	prefix    = "e2e"
+
+	// Tags of test/cluster/images.sh.
+	imageTag   = "e2e"
+	minioImage = "local/minio:e2e"
+	jreImage   = "local/jre17:e2e"
+)
+
+type env struct {
+	t          *testing.T
+	root       string
+	kubeconfig string
+	helm, mc   string
+	mcConfig   string
+}
+
+func setup(t *testing.T) *env {
+	kubeconfig := os.Getenv("DUMPCATCHER_E2E_KUBECONFIG")
+	if kubeconfig == "" {
+		t.Skip("DUMPCATCHER_E2E_KUBECONFIG is not set (sudo make cluster-up cluster-smoke)")
+	}
+	e := &env{t: t, root: render.RepoRoot(t), kubeconfig: kubeconfig, mcConfig: t.TempDir()}
+	out, err := exec.Command("bash", filepath.Join(e.root, "test/tools/install.sh"), "helm", "mc").Output()
+	if err != nil {
+		t.Fatalf("test/tools/install.sh helm mc: %v", err)
+	}
+	bin := strings.TrimSpace(string(out[bytes.LastIndexByte(bytes.TrimSpace(out), '\n')+1:]))
+	e.helm, e.mc = filepath.Join(bin, "helm"), filepath.Join(bin, "mc")
+	return e
+}
+
+// run runs a command with the cluster's kubeconfig and returns its stdout.
+func (e *env) run(stdin []byte, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.kubeconfig, "MC_CONFIG_DIR="+e.mcConfig, "HELM_CACHE_HOME="+e.mcConfig)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+func (e *env) must(stdin []byte, name string, args ...string) string {
+	e.t.Helper()
+	out, err := e.run(stdin, name, args...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+func (e *env) kubectl(args ...string) string { e.t.Helper(); return e.must(nil, "kubectl", args...) }
+
+func (e *env) apply(objs ...map[string]any) {
+	e.t.Helper()
+	var buf bytes.Buffer
+	for _, o := range objs {
+		b, err := json.Marshal(o)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		buf.Write(b)
+		buf.WriteByte('\n')
+	}
+	e.must(buf.Bytes(), "kubectl", "apply", "-f", "-")
+}
+
+// eventually polls f every second until it returns nil or the time is up.
+func (e *env) eventually(what string, timeout time.Duration, f func() error) {
+	e.t.Helper()
+	start := time.Now()
+	deadline := start.Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			e.t.Logf("%s (%.0fs)", what, time.Since(start).Seconds())
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s: not within %v: %v", what, timeout, err)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// objects reads a deploy/examples manifest as generic objects.
+func (e *env) objects(name string) []map[string]any {
+	e.t.Helper()
+	data, err := os.ReadFile(filepath.Join(e.root, "deploy/examples", name))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var objs []map[string]any
+	for _, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(data), -1) {
+		var o map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &o); err != nil {
+			e.t.Fatalf("%s: %v", name, err)
+		}
+		if o != nil {
+			objs = append(objs, o)
+		}
+	}
+	return objs
+}
+
+func kind(o map[string]any) string { s, _ := o["kind"].(string); return s }
+
+// podSpec returns the pod template's spec of a Deployment or Job.
+func podSpec(o map[string]any) map[string]any {
+	spec := o["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+	return spec
+}
+
+func containers(o map[string]any) []any { return podSpec(o)["containers"].([]any) }
+
+// TestOOMDumpReachesMinIO: a Java Deployment in a namespace that opts in is
+// injected by the webhook the chart installs; its JVM runs out of memory and
+// the uploader sidecar puts the heap dump into MinIO, over the MinIO
+// Service's ClusterIP (no cluster DNS on the rig).
+func TestOOMDumpReachesMinIO(t *testing.T) {
+	e := setup(t)
+	if os.Getenv("DUMPCATCHER_E2E_KEEP") == "" {
+		t.Cleanup(func() {
+			_, _ = e.run(nil, e.helm, "uninstall", release, "-n", webhookNS, "--wait", "--timeout", "2m")
+			_, _ = e.run(nil, "kubectl", "delete", "namespace", appNS, minioNS, webhookNS, "--ignore-not-found", "--wait", "--timeout", "3m")
+		})
+	}
+
+	// MinIO as deploy/examples/minio.yaml has it, with the rig's image. Its
+	// setup Job needs a shell and DNS; the test does the same setup from
+	// here with mc.
+	var minio []map[string]any
+	var setupScript string
+	var creds map[string]any // the root and upload users
+	for _, o := range e.objects("minio.yaml") {
+		switch kind(o) {
+		case "Job":
+			setupScript = containers(o)[0].(map[string]any)["args"].([]any)[0].(string)
+			continue
+		case "Deployment":
+			c := containers(o)[0].(map[string]any)
+			c["image"] = minioImage
+			c["imagePullPolicy"] = "Never"
+		case "Secret":
+			creds = o["stringData"].(map[string]any)
+		}
+		minio = append(minio, o)
+	}
+	cred := func(k string) string { s, _ := creds[k].(string); return s }
+	if setupScript == "" || cred("MINIO_ROOT_USER") == "" || cred("UPLOAD_USER") == "" {
+		t.Fatal("minio.yaml: no setup Job or no root Secret")
+	}
+	e.apply(minio...)
+	e.kubectl("-n", minioNS, "rollout", "status", "deployment/minio", "--timeout=180s")
+	minioIP := strings.TrimSpace(e.kubectl("-n", minioNS, "get", "service", "minio", "-o", "jsonpath={.spec.clusterIP}"))
+	endpoint := "http://" + minioIP + ":9000"
+	t.Logf("MinIO Service at %s", endpoint)
+
+	// The Job's setup: bucket, upload-only policy (the JSON of its script),
+	// user.
+	policy := regexp.MustCompile(`(?s)<<'EOF'\n(.*?)\n\s*EOF`).FindStringSubmatch(setupScript)
+	if policy == nil {
+		t.Fatal("minio.yaml: no policy heredoc in the setup Job")
+	}
+	policyFile := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(policyFile, []byte(policy[1]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MC_HOST_e2e", fmt.Sprintf("http://%s:%s@%s:9000", cred("MINIO_ROOT_USER"), cred("MINIO_ROOT_PASSWORD"), minioIP))
+	e.eventually("MinIO reachable from the host over its ClusterIP", time.Minute, func() error {
+		_, err := e.run(nil, e.mc, "ready", "e2e")
+		return err
+	})
+	e.must(nil, e.mc, "mb", "--ignore-existing", "e2e/"+bucket)
+	e.must(nil, e.mc, "admin", "policy", "create", "e2e", "dumpcatcher-upload", policyFile)
+	e.must(nil, e.mc, "admin", "user", "add", "e2e", cred("UPLOAD_USER"), cred("UPLOAD_PASSWORD"))
+	_, _ = e.run(nil, e.mc, "admin", "policy", "attach", "e2e", "dumpcatcher-upload", "--user", cred("UPLOAD_USER")) // fails when already attached
+
+	// The webhook without cert-manager: a CA and a serving certificate of
+	// our own, in the Secret the chart's tls.secretName names.
+	caPEM, certPEM, keyPEM := certificates(t, release+"."+webhookNS+".svc")
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{"ca.crt": caPEM, "tls.crt": certPEM, "tls.key": keyPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.apply(map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": webhookNS}})
+	secret := e.must(nil, "kubectl", "-n", webhookNS, "create", "secret", "tls", "dumpcatcher-e2e-tls",
+		"--cert", filepath.Join(dir, "tls.crt"), "--key", filepath.Join(dir, "tls.key"), "--dry-run=client", "-o", "json")
+	e.must([]byte(secret), "kubectl", "apply", "-f", "-")
+
+	destination := fmt.Sprintf("s3://%s/%s?endpoint=%s&path-style=true", bucket, prefix, endpoint)
+	values, err := yaml.Marshal(map[string]any{
+		"replicaCount": 1,
+		"image":        map[string]any{"tag": imageTag, "pullPolicy": "Never"},
+		"certManager":  map[string]any{"enabled": false},
+		"tls":          map[string]any{"secretName": "dumpcatcher-e2e-tls", "caBundle": string(caPEM)},
+		"config": map[string]any{
+			"destination":       destination,
+			"credentialsSecret": "dumpcatcher-s3",
+			"sidecar":           map[string]any{"image": map[string]any{"tag": imageTag}, "imagePullPolicy": "Never"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	valuesFile := filepath.Join(dir, "values.yaml")
+	if err := os.WriteFile(valuesFile, values, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.must(nil, e.helm, "upgrade", "--install", release, filepath.Join(e.root, "charts/dumpcatcher"), "-n", webhookNS,
+		"-f", valuesFile, "--wait", "--timeout", "3m")
+
+	// The app namespace: opted in, with the credentials Secret.
+	e.apply(map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{
+		"name": appNS, "labels": map[string]any{"dumpcatcher.io/inject": "enabled"}}})
+	for _, o := range e.objects("credentials-secret.yaml") {
+		o["metadata"].(map[string]any)["namespace"] = appNS
+		e.apply(o)
+	}
+
+	// The API server calls the webhook through its Service's ClusterIP;
+	// the webhook's readiness is not the API server's reach, and with
+	// failurePolicy Ignore a pod created before that is admitted uninjected.
+	probe := []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"probe","namespace":"` + appNS +
+		`"},"spec":{"containers":[{"name":"app","image":"` + jreImage + `"}]}}`)
+	e.eventually("the API server calls the webhook", 2*time.Minute, func() error {
+		out, err := e.run(probe, "kubectl", "create", "--dry-run=server", "-o", "json", "-f", "-")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, inject.AnnotationStatus) {
+			return fmt.Errorf("dry-run pod not injected")
+		}
+		return nil
+	})
+
+	// The example app, with the rig's JRE image: its Oom.class is compiled
+	// from the same ConfigMap at image build time (no JDK in the image).
+	var app []map[string]any
+	for _, o := range e.objects("oom-app.yaml") {
+		o["metadata"].(map[string]any)["namespace"] = appNS
+		if kind(o) == "Deployment" {
+			c := containers(o)[0].(map[string]any)
+			c["image"] = jreImage
+			c["imagePullPolicy"] = "Never"
+			c["command"] = []any{"java", "-Xmx64m", "-cp", "/opt/oom", "Oom"}
+		}
+		app = append(app, o)
+	}
+	e.apply(app...)
+
+	var pod corev1.Pod
+	e.eventually("the oom-app pod is created", 2*time.Minute, func() error {
+		out, err := e.run(nil, "kubectl", "-n", appNS, "get", "pods", "-l", "app=oom-app", "-o", "json")
+		if err != nil {
+			return err
+		}
+		var list corev1.PodList
+		if err := json.Unmarshal([]byte(out), &list); err != nil {
+			return err
+		}
+		if len(list.Items) == 0 {
+			return fmt.Errorf("no pod yet")
+		}
+		pod = list.Items[0]
+		return nil
+	})
+	checkInjected(t, &pod, destination)
+
+	// The dump: java_pid<pid>.hprof, uploaded compressed under
+	// <prefix>/<namespace>/deployment-oom-app/<pod>/app/.
+	want := fmt.Sprintf("%s/%s/%s/deployment-oom-app/%s/app/", bucket, prefix, appNS, pod.Name)
+	var key string
+	e.eventually("the OOM heap dump is in MinIO", 4*time.Minute, func() error {
+		out, err := e.run(nil, e.mc, "ls", "--recursive", "e2e/"+bucket)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			if len(f) > 0 && strings.Contains(f[len(f)-1], "-oom-") && strings.HasPrefix(bucket+"/"+f[len(f)-1], want) {
+				key = f[len(f)-1]
+				return nil
+			}
+		}
+		logs, _ := e.run(nil, "kubectl", "-n", appNS, "logs", pod.Name, "-c", inject.SidecarName, "--tail=5")
+		return fmt.Errorf("no %s*-oom-* object yet; bucket:\n%s\nuploader:\n%s", want, out, logs)
+	})
+	stat := e.must(nil, e.mc, "stat", "e2e/"+bucket+"/"+key)
+	t.Logf("uploaded %s:\n%s", key, stat)
+	if !strings.HasSuffix(key, ".hprof.gz") {
+		t.Errorf("object %s: want a gzip-compressed .hprof", key)
+	}
+}
+
+// checkInjected checks what the webhook put into the pod: the status
+// annotation, the uploader as a native sidecar with the configured
+// destination, the dump options in the app's JAVA_TOOL_OPTIONS.
+func checkInjected(t *testing.T, pod *corev1.Pod, destination string) {
+	t.Helper()
+	if pod.Annotations[inject.AnnotationStatus] == "" {
+		t.Fatalf("pod %s not injected: no %s annotation (annotations %v)", pod.Name, inject.AnnotationStatus, pod.Annotations)
+	}
+	i := slices.IndexFunc(pod.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == inject.SidecarName })
+	if i < 0 {
+		t.Fatalf("pod %s: no init container %q (a native sidecar on 1.34)", pod.Name, inject.SidecarName)
+	}
+	sc := pod.Spec.InitContainers[i]
+	if sc.RestartPolicy == nil || *sc.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Errorf("uploader restartPolicy %v, want Always", sc.RestartPolicy)
+	}
+	if sc.Image != "ghcr.io/dumpcatcher/dumpcatcher:"+imageTag {
+		t.Errorf("uploader image %s", sc.Image)
+	}
+	if !slices.Equal(sc.Command, []string{settings.BinaryPath, settings.CmdUpload}) {
+		t.Errorf("uploader command %v", sc.Command)
+	}
+	if got := envValue(sc.Env, settings.EnvDestination); got != destination {
+		t.Errorf("uploader %s=%q, want %q", settings.EnvDestination, got, destination)
+	}
+	app := pod.Spec.Containers[0]
+	if jto := envValue(app.Env, "JAVA_TOOL_OPTIONS"); !strings.Contains(jto, "-XX:+HeapDumpOnOutOfMemoryError") ||
+		!strings.Contains(jto, "-XX:+UseSerialGC") {
+		t.Errorf("app JAVA_TOOL_OPTIONS=%q: want the example's options and the dump options", jto)
+	}
+	t.Logf("pod %s injected: %s", pod.Name, pod.Annotations[inject.AnnotationStatus])
+}
+
+func envValue(env []corev1.EnvVar, name string) string {
+	for _, v := range env {
+		if v.Name == name {
+			return v.Value
+		}
+	}
+	return ""
+}
+
+// certificates returns a CA and a serving certificate and key for dnsName,
+// PEM-encoded, valid for a day.
+func certificates(t *testing.T, dnsName string) (caPEM, certPEM, keyPEM []byte) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dumpcatcher-e2e-webhook-ca"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: dnsName},
+		DNSNames:  []string{dnsName},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}

@@ -1,0 +1,3 @@
+module github.com/dumpcatcher/dumpcatcher/test/tools/pause
+
+go 1.24
