@@ -34,8 +34,8 @@ func parseDump(args []string, stderr io.Writer, self string, now time.Time) (dum
 	fs.StringVar(&o.Policy, flagName(settings.FlagPolicy), settings.PolicyAlways, "always, on-pressure (only a JVM short of memory) or never")
 	fs.StringVar(&o.Dir, flagName(settings.FlagDir), defDir, "the container's dump directory in the shared volume")
 	fs.StringVar(&o.Then, flagName(settings.FlagThen), "", "the container's original preStop handler (JSON), run after the dump")
-	var container, namespace, workload string
-	fs.StringVar(&container, flagName(settings.FlagContainer), "", "the container (informational)")
+	var namespace, workload string
+	fs.StringVar(&o.Container, flagName(settings.FlagContainer), "", "the container (names the dump's object; the uploader finds it when unset)")
 	fs.StringVar(&namespace, flagName(settings.FlagNamespace), "", "the pod's namespace (informational)")
 	fs.StringVar(&workload, flagName(settings.FlagWorkload), "", "the pod's workload (informational)")
 	grace := fs.Int64(flagName(settings.FlagGracePeriod), 0, "terminationGracePeriodSeconds the hook runs in (0: no deadline)")
@@ -93,10 +93,13 @@ func runDump(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	o.Out = stdout
+	// The uploader answers on a socket next to this binary.
+	socket := filepath.Join(filepath.Dir(self), settings.LockSocketName)
+	o.Where = func(ctx context.Context, file string) (string, error) {
+		return dumplock.Where(ctx, socket, o.Container, file)
+	}
 	if o.Reason == settings.ReasonPreStop {
-		// One pod of a workload dumps at a time; the uploader next to this
-		// binary's directory takes the lock.
-		socket := filepath.Join(filepath.Dir(self), settings.LockSocketName)
+		// One pod of a workload dumps at a time.
 		o.Lock = func(ctx context.Context, ttl time.Duration) (func(), error) {
 			release, _, err := dumplock.Request(ctx, socket, ttl)
 			return release, err

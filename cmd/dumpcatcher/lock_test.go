@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -193,5 +194,36 @@ func TestPreStopLockAcrossPods(t *testing.T) {
 	}
 	if got := dumpObjects(t, srv); len(got) != 2 {
 		t.Fatalf("preStop dumps in the bucket: %q; want two", got)
+	}
+
+	// On demand, as kubectl exec runs it (no hook flags): the dump command
+	// prints the object URL the uploader will use, and the dump arrives there.
+	manual := exec.Command(filepath.Join(b.shared, settings.BinDir, settings.BinaryName), settings.CmdDump,
+		"--dir="+filepath.Join(b.shared, settings.DumpsDir, "app"), fmt.Sprintf("--pid=%d", b.jvm.PID))
+	manual.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1000, Gid: 1000}}
+	out, err := manual.CombinedOutput()
+	if err != nil {
+		t.Fatalf("manual dump: %v\n%s", err, out)
+	}
+	want := fmt.Sprintf("the dumpcatcher sidecar uploads it to s3://%s/e2e/shop/deployment-web/web-b/app/<time>-manual-pid%d.hprof\n", srv.Bucket, b.jvm.PID)
+	if !strings.HasSuffix(string(out), want) {
+		t.Fatalf("manual dump output:\n%s\nwant it to end with %q", out, want)
+	}
+	re := regexp.MustCompile(fmt.Sprintf(`^e2e/shop/deployment-web/web-b/app/\d{8}T\d{6}\.\d{3}Z-manual-pid%d\.hprof$`, b.jvm.PID))
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		var found []string
+		for _, o := range listObjects(t, srv) {
+			if strings.Contains(o.Key, "-manual-") {
+				found = append(found, o.Key)
+			}
+		}
+		if len(found) == 1 && re.MatchString(found[0]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("manual dump objects %q; want one matching %s", found, re)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

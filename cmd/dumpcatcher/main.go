@@ -227,31 +227,6 @@ func upload(c uploadConfig) error {
 	if err != nil {
 		return err
 	}
-	// The workload's dump lock, taken for the preStop hooks of this pod.
-	lockKey, err := dumplock.Key(c.identity.Namespace, c.identity.Workload)
-	if err != nil {
-		log.Warn("preStop dumps of this pod go ahead without the workload's dump lock", zap.Error(err))
-		lockKey = ""
-	}
-	lockCtx, stopLocks := context.WithCancel(context.Background())
-	defer stopLocks()
-	if store, ok := bucket.(storage.Conditional); ok {
-		socket := filepath.Join(c.dir, settings.BinDir, settings.LockSocketName)
-		ln, err := dumplock.Listen(socket)
-		if err != nil {
-			log.Error("could not listen for dump lock requests; preStop dumps go ahead without the lock", zap.String("socket", socket), zap.Error(err))
-		} else {
-			s := &dumplock.Server{Locks: dumplock.Locks{Store: store}, Key: lockKey, Holder: c.identity.Namespace + "/" + c.identity.Pod, Log: log.Named("lock")}
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				if err := s.Serve(lockCtx, ln); err != nil {
-					log.Error("dump lock socket failed", zap.Error(err))
-				}
-			}()
-			defer func() { stopLocks(); <-done }()
-		}
-	}
 	var metrics *uploader.Metrics
 	if c.metricsAddr != "" {
 		reg := prometheus.NewRegistry()
@@ -275,6 +250,35 @@ func upload(c uploadConfig) error {
 	})
 	if err != nil {
 		return err
+	}
+	// The socket of the dump command: the workload's dump lock for the
+	// preStop hooks of this pod, and where a dump will be uploaded.
+	lockKey, err := dumplock.Key(c.identity.Namespace, c.identity.Workload)
+	if err != nil {
+		log.Warn("preStop dumps of this pod go ahead without the workload's dump lock", zap.Error(err))
+		lockKey = ""
+	}
+	lockCtx, stopLocks := context.WithCancel(context.Background())
+	defer stopLocks()
+	if store, ok := bucket.(storage.Conditional); ok {
+		socket := filepath.Join(c.dir, settings.BinDir, settings.LockSocketName)
+		ln, err := dumplock.Listen(socket)
+		if err != nil {
+			log.Error("could not listen for dump lock requests; preStop dumps go ahead without the lock", zap.String("socket", socket), zap.Error(err))
+		} else {
+			s := &dumplock.Server{Locks: dumplock.Locks{Store: store}, Key: lockKey, Holder: c.identity.Namespace + "/" + c.identity.Pod,
+				Where: func(container, file string) (string, error) {
+					return u.KeyPattern(c.containerOf(container, file), file)
+				}, Log: log.Named("lock")}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				if err := s.Serve(lockCtx, ln); err != nil {
+					log.Error("dump lock socket failed", zap.Error(err))
+				}
+			}()
+			defer func() { stopLocks(); <-done }()
+		}
 	}
 	// The first SIGTERM starts the drain; a second one exits at once.
 	stop := make(chan struct{})
@@ -301,6 +305,24 @@ func upload(c uploadConfig) error {
 	log.Info("uploading", zap.String("version", version), zap.String("destination", bucket.URL("")), zap.String("dumps", dumps),
 		zap.String("compression", c.compression), zap.Strings("containers", c.containers))
 	return u.Run(stop)
+}
+
+// containerOf names the container of a dump file for the dump command,
+// which knows its container only when the hook tells it: the only target
+// container, or the one whose dump directory holds the file.
+func (c uploadConfig) containerOf(container, file string) string {
+	switch {
+	case container != "":
+		return container
+	case len(c.containers) == 1:
+		return c.containers[0]
+	}
+	for _, name := range c.containers {
+		if _, err := os.Stat(filepath.Join(c.dir, settings.DumpsDir, name, file)); err == nil {
+			return name
+		}
+	}
+	return "<container>"
 }
 
 // placeBinary copies the running executable to dst (temporary name, then

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -29,6 +30,8 @@ type Options struct {
 	ProcRoot string
 	// Dir is the container's dump directory as the JVM sees it.
 	Dir string
+	// Container is the container's name, when known.
+	Container string
 	// Reason: prestop or manual.
 	Reason string
 	// Policy: always, on-pressure or never.
@@ -49,8 +52,10 @@ type Options struct {
 	// may take. A *dumplock.TakenError skips the dump; any other error is
 	// reported and the dump goes ahead without the lock.
 	Lock func(ctx context.Context, ttl time.Duration) (release func(), err error)
-	Out  io.Writer
-	Now  func() time.Time
+	// Where, when set, tells where the uploader will put a dump file.
+	Where func(ctx context.Context, file string) (string, error)
+	Out   io.Writer
+	Now   func() time.Time
 }
 
 // lockWait bounds the wait for the lock's answer.
@@ -182,9 +187,24 @@ func dump(ctx context.Context, o Options) {
 		case err != nil:
 			fmt.Fprintf(o.Out, "pid %d: no dump: %v\n", p.NSPID, err)
 		default:
-			fmt.Fprintf(o.Out, "pid %d: heap dump written to %s in %v; the dumpcatcher sidecar uploads it\n", p.NSPID, path, o.Now().Sub(start).Round(time.Millisecond))
+			took := o.Now().Sub(start).Round(time.Millisecond)
+			fmt.Fprintf(o.Out, "pid %d: heap dump written to %s in %v; the dumpcatcher sidecar uploads it%s\n", p.NSPID, path, took, where(ctx, o, filepath.Base(path)))
 		}
 	}
+}
+
+// where is " to <url>" when the uploader can tell where it will put file.
+func where(ctx context.Context, o Options, file string) string {
+	if o.Where == nil {
+		return ""
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	url, err := o.Where(wctx, file)
+	if err != nil {
+		return ""
+	}
+	return " to " + url
 }
 
 // lock takes the workload's dump lock for as long as the dump may last. It

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -379,4 +380,36 @@ func (failing) ReadVersion(context.Context, string) ([]byte, string, error) {
 
 func (failing) WriteIf(context.Context, string, []byte, string) (string, error) {
 	return "", storage.ErrNotSupported
+}
+
+func TestWhere(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "dumpcatcher.sock")
+	ln, err := Listen(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{Log: zaptest.NewLogger(t), Where: func(container, file string) (string, error) {
+		if container == "" {
+			container = "only"
+		}
+		if file == "bad" {
+			return "", errors.New("no\nsuch")
+		}
+		return "s3://b/p/" + container + "/<time>-" + file, nil
+	}}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+	for _, tc := range []struct{ container, file, want, err string }{
+		{"app", "manual-x.hprof", "s3://b/p/app/<time>-manual-x.hprof", ""},
+		{"", "manual-x.hprof", "s3://b/p/only/<time>-manual-x.hprof", ""},
+		{"app", "bad", "", "dump lock unavailable: no such"},
+		{"app", "a b", "", "names with spaces"},
+	} {
+		got, err := Where(context.Background(), socket, tc.container, tc.file)
+		if got != tc.want || (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("Where(%q, %q) = %q, %v; want %q, %q", tc.container, tc.file, got, err, tc.want, tc.err)
+		}
+	}
 }

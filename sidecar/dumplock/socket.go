@@ -25,6 +25,10 @@ import (
 //
 // After OK the client keeps the connection open while it dumps; the lock is
 // released when the connection closes, however the client ends.
+//
+//	client: WHERE <container or -> <file>
+//	server: AT <url the dump will be uploaded to>
+//	        UNAVAILABLE <why>
 
 // ErrUnavailable is returned (wrapped) by Request when no lock could be
 // taken for a reason other than another holder: no sidecar answering, a
@@ -42,6 +46,10 @@ type Server struct {
 	Key string
 	// Holder names this pod (namespace/name).
 	Holder string
+	// Where tells where a dump file of a container will be uploaded
+	// (container "" when the client does not know it); nil: WHERE is
+	// answered UNAVAILABLE.
+	Where func(container, file string) (string, error)
 	// StoreTimeout bounds each store request (5 s when zero).
 	StoreTimeout time.Duration
 	Log          *zap.Logger
@@ -117,6 +125,10 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 	}
 	var ms int64
 	f := strings.Fields(line)
+	if len(f) == 3 && f[0] == "WHERE" {
+		s.where(conn, f[1], f[2])
+		return
+	}
 	if len(f) == 2 && f[0] == "LOCK" {
 		ms, _ = strconv.ParseInt(f[1], 10, 64)
 	}
@@ -145,6 +157,22 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 	// Held until the client closes (or dies, or ctx ends).
 	_ = conn.SetReadDeadline(time.Time{})
 	_, _ = io.Copy(io.Discard, conn)
+}
+
+func (s *Server) where(conn net.Conn, container, file string) {
+	if container == "-" {
+		container = ""
+	}
+	if s.Where == nil {
+		fmt.Fprintf(conn, "UNAVAILABLE this uploader cannot tell\n")
+		return
+	}
+	url, err := s.Where(container, file)
+	if err != nil {
+		fmt.Fprintf(conn, "UNAVAILABLE %s\n", oneLine(err.Error()))
+		return
+	}
+	fmt.Fprintf(conn, "AT %s\n", url)
 }
 
 // join takes the lease for this pod, or shares the one it already holds.
@@ -188,6 +216,40 @@ func (s *Server) leave() {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// Where asks the sidecar listening at socket where it will upload the dump
+// file of container ("" when not known).
+func Where(ctx context.Context, socket, container, file string) (string, error) {
+	if container == "" {
+		container = "-"
+	}
+	if strings.ContainsAny(container+file, " \t\n") {
+		return "", fmt.Errorf("%w: names with spaces", ErrUnavailable)
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return "", fmt.Errorf("%w: no answer from the dumpcatcher sidecar at %s: %v", ErrUnavailable, socket, err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if _, err := fmt.Fprintf(conn, "WHERE %s %s\n", container, file); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	line, err := bufio.NewReader(io.LimitReader(conn, 4096)).ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("%w: no answer from the dumpcatcher sidecar at %s: %v", ErrUnavailable, socket, err)
+	}
+	word, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
+	switch word {
+	case "AT":
+		return rest, nil
+	case "UNAVAILABLE":
+		return "", fmt.Errorf("%w: %s", ErrUnavailable, rest)
+	}
+	return "", fmt.Errorf("%w: bad answer %q", ErrUnavailable, line)
+}
 
 // Request asks the sidecar listening at socket for the workload's dump lock
 // for ttl. On success it returns a release function (call it when the dump

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -528,4 +529,30 @@ func (u *Uploader) uniqueKey(ctx context.Context, key, id string) (string, error
 	}
 	dir, file := filepath.Split(key)
 	return dir + id + "-" + file, nil
+}
+
+// keyPatternTime stands in for the claim time in KeyPattern: no dump is
+// claimed at this instant.
+var keyPatternTime = time.Date(1901, 2, 3, 4, 5, 6, 789e6, time.UTC)
+
+// KeyPattern is the object URL a dump of container named file will get,
+// with {time} and {date} (the moment the uploader picks the dump up) shown
+// as <time> and <date>. A key that another dump already owns gets the dump
+// id in front of the file name; KeyPattern cannot know that in advance.
+func (u *Uploader) KeyPattern(container, file string) (string, error) {
+	enc, err := chooseEncoding(u.o.Compression, nil, file)
+	if err != nil {
+		return "", err
+	}
+	key, err := u.o.Template.Render(objectkey.Fields{
+		Namespace: u.o.Identity.Namespace, Workload: u.o.Identity.Workload, Pod: u.o.Identity.Pod,
+		Container: container, Node: u.o.Identity.Node, Reason: settings.ReasonOf(file), File: settings.ShortName(file) + enc.suffix,
+		Time: keyPatternTime,
+	})
+	if err != nil {
+		return "", err
+	}
+	url := u.o.Bucket.URL(key)
+	url = strings.ReplaceAll(url, keyPatternTime.Format(objectkey.TimeLayout), "<time>")
+	return strings.ReplaceAll(url, keyPatternTime.Format("2006-01-02"), "<date>"), nil
 }

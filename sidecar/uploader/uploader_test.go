@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -42,6 +43,7 @@ type rig struct {
 	stop        chan struct{}
 	done        chan error
 	metrics     *Metrics
+	u           *Uploader
 }
 
 func startUploader(t *testing.T, bucket storage.Bucket, mod func(*Options)) *rig {
@@ -69,7 +71,7 @@ func (r *rig) start(t *testing.T, mod func(*Options)) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.metrics = o.Metrics
+	r.metrics, r.u = o.Metrics, u
 	r.stop, r.done = make(chan struct{}), make(chan error, 1)
 	go func() { r.done <- u.Run(r.stop) }()
 	for i := 0; i < 200; i++ { // the watcher creates the dumps directory
@@ -595,4 +597,64 @@ func TestClaimFailureIsRetried(t *testing.T) {
 		t.Fatal("content differs")
 	}
 	r.shutdown(t)
+}
+
+// TestKeyPattern: the URL the dump command prints for an on-demand dump
+// matches the key the dump is then delivered under, for each compression.
+func TestKeyPattern(t *testing.T) {
+	for _, comp := range Compressions() {
+		t.Run(comp, func(t *testing.T) {
+			out := t.TempDir()
+			d, err := destination.Parse("file://" + out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bucket, err := storage.Open(d, storage.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := startUploader(t, bucket, func(o *Options) { o.Compression = comp })
+			defer r.shutdown(t)
+			const file = "manual-20261123T101112.345Z-pid7.hprof"
+			pattern, err := r.u.KeyPattern("app", file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			suffix := map[string]string{CompressionGzip: ".gz", CompressionZstd: ".zst", CompressionNone: ""}[comp]
+			if want := "file://" + out + "/shop/deployment-web/web-6d4cf56db6-x2k9p/app/<time>-manual-pid7.hprof" + suffix; pattern != want {
+				t.Fatalf("KeyPattern = %q, want %q", pattern, want)
+			}
+			dir := filepath.Join(r.dumps, "app")
+			if err := os.MkdirAll(dir, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, ".tmp"), hproftest.Synthetic(2, 64), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(filepath.Join(dir, ".tmp"), filepath.Join(dir, file)); err != nil {
+				t.Fatal(err)
+			}
+			re := regexp.MustCompile("^" + strings.ReplaceAll(regexp.QuoteMeta(pattern), "<time>", `\d{8}T\d{6}\.\d{3}Z`) + "$")
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				var got []string
+				_ = filepath.Walk(out, func(p string, fi os.FileInfo, err error) error {
+					if err == nil && fi.Mode().IsRegular() && !strings.HasSuffix(p, ".meta.json") {
+						got = append(got, bucket.URL(strings.TrimPrefix(p, out+"/")))
+					}
+					return nil
+				})
+				if len(got) == 1 {
+					if !re.MatchString(got[0]) {
+						t.Fatalf("delivered as %s; the pattern said %s", got[0], pattern)
+					}
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("objects %q after 30s", got)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
 }
