@@ -59,3 +59,20 @@ demo: build ## show the injection of a sample Java Deployment, then a dump's who
 .PHONY: clean
 clean: ## remove build output (the tool cache stays)
 	rm -rf $(BIN)
+
+# The e2e rig (test/cluster): one real Kubernetes node on this machine, as
+# root. The first cluster-up builds kubelet, kube-controller-manager,
+# kube-scheduler and kube-proxy into the tool cache (minutes, once).
+E2E_KUBECONFIG ?= /var/lib/dumpcatcher-e2e/admin.kubeconfig
+.PHONY: cluster-up
+cluster-up: build ## (root) start a single-node cluster with the project's images; prints its kubeconfig
+	@bash test/cluster/up.sh
+
+.PHONY: cluster-smoke
+cluster-smoke: ## (root) on the cluster-up cluster: the chart, MinIO, a JVM's OOM dump arriving in the bucket
+	go test ./test/cluster
+	DUMPCATCHER_E2E_KUBECONFIG=$(E2E_KUBECONFIG) go test -count=1 -v -timeout 15m ./test/e2e
+
+.PHONY: cluster-down
+cluster-down: ## (root) remove the cluster-up cluster and everything it changed on the host
+	@bash test/cluster/down.sh

@@ -27,6 +27,7 @@ stop() { # NAME [SECONDS]: SIGTERM, then SIGKILL after SECONDS
 		return
 	fi
 	p=$(pid_of "$name")
+	local start=$SECONDS
 	kill -TERM "$p"
 	for ((i = 0; i < ${2:-20} * 10; i++)); do
 		kill -0 "$p" 2>/dev/null || break
@@ -37,7 +38,7 @@ stop() { # NAME [SECONDS]: SIGTERM, then SIGKILL after SECONDS
 		kill -KILL "$p"
 	fi
 	rm -f "$E2E_RUN/$name.pid"
-	e2e_log "stopped $name ($p)"
+	e2e_log "stopped $name ($p) in $((SECONDS - start))s"
 }
 
 # 1. Nothing recreates pods once the controllers are gone; pods deleted
@@ -119,16 +120,18 @@ fi
 
 # 8. Host directories the components wrote into: the kubelet's
 #    /var/log/containers links into E2E_ROOT, libcni's cache entries of the
-#    rig's network, containerd's shim socket directory; each directory goes
-#    only if up.sh did not find it.
+#    rig's network, containerd's shim socket directory, the kubelet's
+#    device-plugins directory; each directory goes only if up.sh did not find
+#    it, and only when nothing but sockets and empty directories is left.
 for l in /var/log/containers/*; do
 	[[ -L $l && $(readlink -- "$l") == "$E2E_ROOT"/* ]] && rm -f -- "$l"
 done
 rm -f /var/lib/cni/results/dumpcatcher-e2e-* 2>/dev/null
-for d in /var/log/containers /var/lib/cni /run/containerd /run/netns; do
+for d in /var/log/containers /var/lib/cni /run/containerd /run/netns /var/lib/kubelet; do
 	grep -qxF "$d" "$E2E_RUN/dirs.orig" 2>/dev/null && continue
 	[[ -d $d ]] || continue
-	find "$d" -depth -type d -empty -delete 2>/dev/null
+	# sockets of stopped processes (the kubelet's device-plugins/kubelet.sock)
+	find "$d" -depth \( -type s -o -type d -empty \) -delete 2>/dev/null
 	[[ -e $d ]] && e2e_log "warning: $d left (not empty)"
 done
 

@@ -34,6 +34,8 @@ E2E_ETCD_CLIENT=127.0.0.1:32379
 E2E_ETCD_PEER=127.0.0.1:32380
 
 E2E_CTRD_SOCK=$E2E_ROOT/containerd/containerd.sock
+# kubectl's discovery and HTTP caches, kept out of ~/.kube.
+export KUBECACHEDIR=$E2E_ROOT/kube-cache
 E2E_CNI_BIN=/usr/lib/cni # Debian's containernetworking-plugins
 
 # Host settings the kubelet (vm.*, kernel.*), the CNI bridge plugin
@@ -53,5 +55,5 @@ e2e_tools() { bash "$E2E_REPO/test/tools/install.sh" cluster | tail -n1; }
 e2e_log() { printf 'e2e: %s\n' "$*" >&2; }
 e2e_die() { e2e_log "error: $*"; exit 1; }
 e2e_require_root() {
-	[[ $(id -u) == 0 ]] || e2e_die "$(basename -- "$0") needs root: it starts a kubelet and containerd, creates network interfaces, mounts and cgroups (run it with sudo)"
+	[[ $(id -u) == 0 ]] || e2e_die "$(basename -- "$0") needs root: the rig runs a kubelet and containerd and owns network interfaces, mounts, nft tables and cgroups (run it with sudo)"
 }

@@ -30,6 +30,7 @@ on_exit() {
 	exit "$rc"
 }
 trap on_exit EXIT
+trap 'exit 130' INT TERM # through on_exit too
 
 # Debian's containerd, runc and CNI plugins; nft for kube-proxy's rules.
 missing=()
@@ -49,16 +50,16 @@ mkdir -p "$E2E_RUN" "$E2E_LOG" "$E2E_CONF/cni" "$E2E_PKI" "$E2E_ROOT"/{etcd,cont
 
 # Host state before the rig touched it, once (a second up.sh must not take
 # the rig's own changes for the host's): sysctls, nft tables, network
-# namespaces, and the host directories the components write into without
-# asking (containerd's shim sockets, libcni's cache, the kubelet's
-# /var/log/containers links).
+# namespaces, and the host directories the components write into whatever
+# their configuration says (containerd's shim sockets, libcni's cache, the
+# kubelet's /var/log/containers links and /var/lib/kubelet/device-plugins).
 if [[ ! -f $E2E_RUN/host.saved ]]; then
 	for k in "${E2E_SYSCTLS[@]}"; do
 		v=$(sysctl -n "$k" 2>/dev/null) && printf '%s=%s\n' "$k" "$v"
 	done >"$E2E_RUN/sysctl.orig"
 	nft list tables >"$E2E_RUN/nft.orig" 2>/dev/null || true
 	ls /run/netns >"$E2E_RUN/netns.orig" 2>/dev/null || true
-	for d in /run/containerd /var/lib/cni /var/log/containers /run/netns; do
+	for d in /run/containerd /var/lib/cni /var/log/containers /run/netns /var/lib/kubelet; do
 		[[ -e $d ]] && echo "$d"
 	done >"$E2E_RUN/dirs.orig"
 	touch "$E2E_RUN/host.saved"

@@ -55,7 +55,7 @@ type env struct {
 	root       string
 	kubeconfig string
 	helm, mc   string
-	mcConfig   string
+	home       string // caches and configuration of kubectl, helm and mc
 }
 
 func setup(t *testing.T) *env {
@@ -63,7 +63,7 @@ func setup(t *testing.T) *env {
 	if kubeconfig == "" {
 		t.Skip("DUMPCATCHER_E2E_KUBECONFIG is not set (sudo make cluster-up cluster-smoke)")
 	}
-	e := &env{t: t, root: render.RepoRoot(t), kubeconfig: kubeconfig, mcConfig: t.TempDir()}
+	e := &env{t: t, root: render.RepoRoot(t), kubeconfig: kubeconfig, home: t.TempDir()}
 	out, err := exec.Command("bash", filepath.Join(e.root, "test/tools/install.sh"), "helm", "mc").Output()
 	if err != nil {
 		t.Fatalf("test/tools/install.sh helm mc: %v", err)
@@ -78,7 +78,11 @@ func (e *env) run(stdin []byte, name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.kubeconfig, "MC_CONFIG_DIR="+e.mcConfig, "HELM_CACHE_HOME="+e.mcConfig)
+	// kubectl, helm and mc keep their caches and configuration in the
+	// test's temporary directory, not in the home directory.
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.kubeconfig, "KUBECACHEDIR="+e.home+"/kube",
+		"MC_CONFIG_DIR="+e.home+"/mc", "HELM_CACHE_HOME="+e.home+"/helm/cache",
+		"HELM_CONFIG_HOME="+e.home+"/helm/config", "HELM_DATA_HOME="+e.home+"/helm/data")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if stdin != nil {

@@ -1,0 +1,328 @@
+// Package cluster holds the e2e rig (up.sh, down.sh, images.sh); its test
+// checks that the images images.sh assembles without Docker are the images
+// the Dockerfiles describe.
+package cluster
+
+import (
+	"archive/tar"
+	"bufio"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
+	"github.com/dumpcatcher/dumpcatcher/test/chart/render"
+)
+
+// imagesDir is where images.sh writes its archives (env.sh's E2E_IMAGES).
+func imagesDir() string {
+	if d := os.Getenv("DUMPCATCHER_E2E_IMAGES"); d != "" {
+		return d
+	}
+	root := os.Getenv("DUMPCATCHER_E2E_ROOT")
+	if root == "" {
+		root = "/var/lib/dumpcatcher-e2e"
+	}
+	return filepath.Join(root, "images")
+}
+
+// finalStage returns the instructions of a Dockerfile's last stage as
+// (upper-case instruction, arguments), continuations joined, comments
+// dropped.
+func finalStage(t *testing.T, file string) [][2]string {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var all [][2]string
+	var cur strings.Builder
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		line := s.Text()
+		if strings.HasPrefix(strings.TrimSpace(line), "#") {
+			continue
+		}
+		if l, ok := strings.CutSuffix(line, `\`); ok {
+			cur.WriteString(l + " ")
+			continue
+		}
+		cur.WriteString(line)
+		text := strings.TrimSpace(cur.String())
+		cur.Reset()
+		if text == "" {
+			continue
+		}
+		ins, args, _ := strings.Cut(text, " ")
+		ins = strings.ToUpper(ins)
+		if ins == "FROM" {
+			all = nil
+		}
+		all = append(all, [2]string{ins, strings.TrimSpace(args)})
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return all
+}
+
+type imageConfig struct {
+	User         string              `json:"User"`
+	Entrypoint   []string            `json:"Entrypoint"`
+	Cmd          []string            `json:"Cmd"`
+	Env          []string            `json:"Env"`
+	ExposedPorts map[string]struct{} `json:"ExposedPorts"`
+	Labels       map[string]string   `json:"Labels"`
+}
+
+type entry struct {
+	hdr  *tar.Header
+	data []byte // regular files only
+}
+
+// image is a docker-archive tarball: its configuration and its file
+// system with the layers applied (whiteouts are not needed here).
+type image struct {
+	tags   []string
+	config imageConfig
+	files  map[string]entry // by path without leading "/" or "./"
+}
+
+func readImage(t *testing.T, file string) *image {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			t.Skipf("%s not there: test/cluster/images.sh (or make cluster-up) writes it", file)
+		}
+		t.Fatal(err)
+	}
+	defer f.Close()
+	members := map[string][]byte{}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		members[path.Clean(h.Name)] = b
+	}
+	var manifest []struct {
+		Config   string
+		RepoTags []string
+		Layers   []string
+	}
+	if err := json.Unmarshal(members["manifest.json"], &manifest); err != nil || len(manifest) != 1 {
+		t.Fatalf("%s: manifest.json: %v (%d images)", file, err, len(manifest))
+	}
+	img := &image{tags: manifest[0].RepoTags, files: map[string]entry{}}
+	var cfg struct {
+		Config imageConfig `json:"config"`
+	}
+	if err := json.Unmarshal(members[manifest[0].Config], &cfg); err != nil {
+		t.Fatalf("%s: config: %v", file, err)
+	}
+	img.config = cfg.Config
+	for _, l := range manifest[0].Layers {
+		var r io.Reader = strings.NewReader(string(members[l]))
+		if zr, err := gzip.NewReader(strings.NewReader(string(members[l]))); err == nil {
+			r = zr
+		}
+		lr := tar.NewReader(r)
+		for {
+			h, err := lr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("%s: layer %s: %v", file, l, err)
+			}
+			e := entry{hdr: h}
+			if h.Typeflag == tar.TypeReg {
+				if e.data, err = io.ReadAll(lr); err != nil {
+					t.Fatal(err)
+				}
+			}
+			img.files[strings.TrimPrefix(path.Clean("/"+h.Name), "/")] = e
+		}
+	}
+	return img
+}
+
+// passwdUID reports whether /etc/passwd of img names uid.
+func (img *image) passwdUID(uid string) bool {
+	for _, line := range strings.Split(string(img.files["etc/passwd"].data), "\n") {
+		if f := strings.Split(line, ":"); len(f) > 3 && f[2] == uid {
+			return true
+		}
+	}
+	return false
+}
+
+// TestImagesMatchDockerfiles: the webhook and uploader images images.sh
+// assembles have the user, entrypoint, binary, exposed ports and labels of
+// the final stage of Dockerfile.webhook and Dockerfile.sidecar, and the base
+// the binaries need (CA bundle, passwd, /tmp).
+func TestImagesMatchDockerfiles(t *testing.T) {
+	root := render.RepoRoot(t)
+	for _, tc := range []struct{ dockerfile, archive, repository string }{
+		{"Dockerfile.webhook", "webhook.tar", "ghcr.io/dumpcatcher/dumpcatcher-webhook"},
+		{"Dockerfile.sidecar", "sidecar.tar", "ghcr.io/dumpcatcher/dumpcatcher"},
+	} {
+		t.Run(tc.dockerfile, func(t *testing.T) {
+			img := readImage(t, filepath.Join(imagesDir(), tc.archive))
+			if len(img.tags) != 1 || !strings.HasPrefix(img.tags[0], tc.repository+":") {
+				t.Errorf("tags %v, want %s:<tag>", img.tags, tc.repository)
+			}
+			var copied []string
+			wantLabels := map[string]string{}
+			for _, in := range finalStage(t, filepath.Join(root, tc.dockerfile)) {
+				ins, args := in[0], in[1]
+				switch ins {
+				case "USER":
+					if img.config.User != args {
+						t.Errorf("user %q, Dockerfile says %q", img.config.User, args)
+					}
+					uid, _, _ := strings.Cut(args, ":")
+					if !img.passwdUID(uid) {
+						t.Errorf("/etc/passwd has no uid %s", uid)
+					}
+				case "ENTRYPOINT":
+					var want []string
+					if err := json.Unmarshal([]byte(args), &want); err != nil {
+						t.Fatalf("ENTRYPOINT %s: not the exec form: %v", args, err)
+					}
+					if !slices.Equal(img.config.Entrypoint, want) {
+						t.Errorf("entrypoint %q, Dockerfile says %q", img.config.Entrypoint, want)
+					}
+				case "EXPOSE":
+					want := map[string]struct{}{}
+					for _, p := range strings.Fields(args) {
+						if !strings.Contains(p, "/") {
+							p += "/tcp"
+						}
+						want[p] = struct{}{}
+					}
+					if len(want) != len(img.config.ExposedPorts) {
+						t.Errorf("exposed ports %v, Dockerfile says %v", img.config.ExposedPorts, want)
+					}
+					for p := range want {
+						if _, ok := img.config.ExposedPorts[p]; !ok {
+							t.Errorf("port %s not exposed (Dockerfile EXPOSE %s)", p, args)
+						}
+					}
+				case "COPY":
+					f := strings.Fields(args)
+					copied = append(copied, f[len(f)-1])
+				case "LABEL":
+					for _, kv := range splitLabels(args) {
+						k, v, _ := strings.Cut(kv, "=")
+						wantLabels[k] = v
+					}
+				}
+			}
+			if len(copied) != 1 {
+				t.Fatalf("final stage copies %v, want one binary", copied)
+			}
+			bin := copied[0]
+			e, ok := img.files[strings.TrimPrefix(bin, "/")]
+			switch {
+			case !ok:
+				t.Errorf("no %s in the image", bin)
+			case e.hdr.Typeflag != tar.TypeReg || e.hdr.Mode&0o111 != 0o111 || len(e.data) == 0:
+				t.Errorf("%s: not an executable file for everyone (mode %o, %d bytes)", bin, e.hdr.Mode, len(e.data))
+			case !strings.HasPrefix(string(e.data), "\x7fELF"):
+				t.Errorf("%s: not an ELF binary", bin)
+			}
+			if len(img.config.Entrypoint) == 0 || img.config.Entrypoint[0] != bin {
+				t.Errorf("entrypoint %q does not run the copied %s", img.config.Entrypoint, bin)
+			}
+			if tc.archive == "sidecar.tar" && bin != settings.BinaryPath {
+				t.Errorf("uploader binary at %s; the webhook runs %s", bin, settings.BinaryPath)
+			}
+			for k, v := range wantLabels {
+				if got := img.config.Labels[k]; got != v && !strings.Contains(v, "$") {
+					t.Errorf("label %s=%q, Dockerfile says %q", k, got, v)
+				} else if got == "" {
+					t.Errorf("label %s missing", k)
+				}
+			}
+			checkBase(t, img)
+		})
+	}
+}
+
+// splitLabels splits `k="v" k2="v 2"` into k=v pairs.
+func splitLabels(s string) []string {
+	var out []string
+	for s = strings.TrimSpace(s); s != ""; s = strings.TrimSpace(s) {
+		k, rest, ok := strings.Cut(s, "=")
+		if !ok {
+			break
+		}
+		if v, err := strconv.QuotedPrefix(rest); err == nil {
+			uq, _ := strconv.Unquote(v)
+			out = append(out, k+"="+uq)
+			s = rest[len(v):]
+			continue
+		}
+		v, after, _ := strings.Cut(rest, " ")
+		out = append(out, k+"="+v)
+		s = after
+	}
+	return out
+}
+
+// checkBase: what distroless/static provides and the binaries use.
+func checkBase(t *testing.T, img *image) {
+	t.Helper()
+	if e := img.files["etc/ssl/certs/ca-certificates.crt"]; !strings.Contains(string(e.data), "BEGIN CERTIFICATE") {
+		t.Error("no CA bundle at /etc/ssl/certs/ca-certificates.crt")
+	}
+	if e, ok := img.files["tmp"]; !ok || e.hdr.Mode&0o7777 != 0o1777 {
+		t.Error("/tmp missing or not 1777")
+	}
+	for _, sh := range []string{"bin/sh", "usr/bin/sh", "bin/bash"} {
+		if _, ok := img.files[sh]; ok {
+			t.Errorf("/%s in the image; the distroless images have no shell", sh)
+		}
+	}
+}
+
+// TestAppImageHasNoShell: the JRE image runs the OOM example as non-root
+// and has no shell, so that the preStop dump has only what the webhook
+// brings.
+func TestAppImageHasNoShell(t *testing.T) {
+	img := readImage(t, filepath.Join(imagesDir(), "jre.tar"))
+	uid, _, _ := strings.Cut(img.config.User, ":")
+	if uid == "" || uid == "0" || uid == "root" {
+		t.Errorf("user %q, want non-root", img.config.User)
+	}
+	for p, e := range img.files {
+		if base := path.Base(p); base == "sh" || base == "bash" || base == "busybox" {
+			t.Errorf("/%s in the JRE image (type %c)", p, e.hdr.Typeflag)
+		}
+	}
+	for _, f := range []string{"opt/java/bin/java", "opt/java/lib/server/libjvm.so", "opt/oom/Oom.class"} {
+		if _, ok := img.files[f]; !ok {
+			t.Errorf("no /%s", f)
+		}
+	}
+}
