@@ -149,7 +149,8 @@ start() { # NAME COMMAND...: in its own session, so it outlives this script
 		ts "$name already running (pid $(<"$E2E_RUN/$name.pid"))"
 		return
 	fi
-	setsid "$@" >"$E2E_LOG/$name.log" 2>&1 </dev/null 3>&- &
+	echo "=== $(date -u +%FT%TZ) $*" >>"$E2E_LOG/$name.log"
+	setsid "$@" >>"$E2E_LOG/$name.log" 2>&1 </dev/null 3>&- &
 	echo $! >"$E2E_RUN/$name.pid"
 	ts "started $name (pid $!)"
 }
@@ -216,6 +217,9 @@ start kube-proxy "$tools/kube-proxy" --config="$E2E_CONF/kube-proxy.yaml" --v=1
 
 wait_for "node $E2E_NODE_NAME" 180 kubectl wait --for=condition=Ready "node/$E2E_NODE_NAME" --timeout=2s
 wait_for "default ServiceAccount" 60 kubectl get serviceaccount default -n default
+for c in etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
+	alive "$c" || { tail -n 20 "$E2E_LOG/$c.log" >&2; e2e_die "$c exited (log above)"; }
+done
 ok=1
 ts "cluster up: KUBECONFIG=$E2E_KUBECONFIG"
 printf '%s\n' "$E2E_KUBECONFIG" >&3

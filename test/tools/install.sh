@@ -26,7 +26,8 @@ here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 all_tools=(kube-apiserver etcd minio helm mc crds)
 # The single-node cluster of test/cluster needs these on top of etcd and
 # kube-apiserver. They are not in all_tools: `make test` does not run a
-# cluster, and the four of them cost about 9 minutes of 2 cores to build.
+# cluster, and the four of them cost about 4 minutes of 2 cores to build
+# once kube-apiserver is (its packages are in the build cache then).
 # `cluster` names the whole group. mkimg assembles images without Docker,
 # pause is the pods' sandbox process, cri talks CRI to the rig's containerd
 # (crictl is not on the module proxy).
@@ -59,8 +60,8 @@ spec() {
 	case $1 in
 	kube-apiserver | kubelet | kube-controller-manager | kube-scheduler | kube-proxy)
 		# All from test/tools/k8s, with the version the module pins stamped
-		# in: without it they report v0.0.0-master, and the kubelet's node
-		# and the apiserver's /version disagree with the chart's checks.
+		# in: without it they report v0.0.0-master (the node's version, and
+		# the API server's that the webhook's nativeSidecar=auto reads).
 		dir=k8s pkg=k8s.io/kubernetes/cmd/$1
 		v=$(modver k8s k8s.io/kubernetes)
 		[[ $v =~ ^v([0-9]+)\.([0-9]+)\. ]] || die "cannot parse k8s.io/kubernetes version '$v'"
