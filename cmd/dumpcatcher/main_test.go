@@ -207,10 +207,11 @@ func TestSIGKILLMidUploadThenRestart(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The dump directories are made after the binary is placed.
+	waitLog(t, p, `"msg":"watching for heap dumps"`, 10*time.Second)
 	if fi, err := os.Stat(filepath.Join(dir, "dumps", "app")); err != nil || fi.Mode().Perm() != 0o777 {
 		t.Fatalf("dump directory of container app: %v %v", fi, err)
 	}
-	waitLog(t, p, `"msg":"watching for heap dumps"`, 10*time.Second)
 
 	// 640 MiB: several seconds of upload, so the kill lands in the middle.
 	chunk := make([]byte, 16<<20)
