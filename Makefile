@@ -11,7 +11,7 @@ FUZZTIME ?= 15s
 
 .PHONY: help
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 .PHONY: tools
 tools: ## build the pinned test tools (kube-apiserver, etcd, minio, helm, mc, cert-manager and ServiceMonitor CRDs) into the cache
@@ -76,3 +76,8 @@ cluster-smoke: ## (root) on the cluster-up cluster: the chart, MinIO, a JVM's OO
 .PHONY: cluster-down
 cluster-down: ## (root) remove the cluster-up cluster and everything it changed on the host
 	@bash test/cluster/down.sh
+
+.PHONY: e2e
+e2e: build ## (root) the end-to-end suite on a fresh cluster: cluster-up, cluster-smoke, cluster-down (also after a failure)
+	@bash test/cluster/up.sh >/dev/null
+	@rc=0; $(MAKE) --no-print-directory cluster-smoke || rc=$$?; bash test/cluster/down.sh; exit $$rc
