@@ -6,7 +6,7 @@
 #   webhook  ghcr.io/dumpcatcher/dumpcatcher-webhook:e2e  }  bin/ of `make build`, laid out as
 #   sidecar  ghcr.io/dumpcatcher/dumpcatcher:e2e          }  Dockerfile.webhook / .sidecar say
 #   pause    local/pause:e2e   the pods' sandbox (test/tools/pause)
-#   jre      local/jre17:e2e   a jlink'd JRE 17 from this machine's JDK, the OOM example compiled in, no shell
+#   jre      local/jre17:e2e   a jlink'd JRE 17 from this machine's JDK, the OOM example and Hold (a long-running JVM) compiled in, no shell
 #   minio    local/minio:e2e   the MinIO server test/tools/install.sh builds
 #
 # The two project images take their user, entrypoint, binary path, exposed
@@ -136,7 +136,7 @@ layer "$work/minio" "$work/minio.tar"
 # must work with what the webhook brings (/dumpcatcher/bin/dumpcatcher).
 java_home=$(dirname -- "$(dirname -- "$(readlink -f -- "$(command -v javac)")")")
 jre=$work/jre
-mkdir -p "$jre/usr/lib/x86_64-linux-gnu" "$jre/usr/lib64" "$jre/opt/oom" "$jre/tmp" "$jre/etc"
+mkdir -p "$jre/usr/lib/x86_64-linux-gnu" "$jre/usr/lib64" "$jre/opt/oom" "$jre/opt/hold" "$jre/tmp" "$jre/etc"
 chmod 1777 "$jre/tmp"
 ln -s usr/lib "$jre/lib"
 ln -s usr/lib64 "$jre/lib64"
@@ -153,6 +153,27 @@ for l in $libs; do
 done
 sed -n '/Oom.java: |/,/^---/p' "$repo/deploy/examples/oom-app.yaml" | sed '1d;$d' | sed 's/^    //' >"$work/Oom.java"
 javac --release 17 -d "$jre/opt/oom" "$work/Oom.java"
+# Hold: a healthy long-running JVM for the on-demand dump and the rolling
+# update scenarios of test/e2e; it allocates MiB (argument, default 16),
+# keeps it reachable and sleeps until it is stopped.
+cat >"$work/Hold.java" <<'JAVA'
+public class Hold {
+    static byte[][] held;
+
+    public static void main(String[] args) throws Exception {
+        int mib = args.length > 0 ? Integer.parseInt(args[0]) : 16;
+        held = new byte[mib][];
+        for (int i = 0; i < mib; i++) {
+            held[i] = new byte[1 << 20];
+        }
+        System.out.println("holding " + mib + " MiB");
+        while (true) {
+            Thread.sleep(60_000);
+        }
+    }
+}
+JAVA
+javac --release 17 -d "$jre/opt/hold" "$work/Hold.java"
 [[ ! -e $jre/bin/sh && ! -e $jre/usr/bin/sh ]] || e2e_die "the JRE image must have no shell"
 layer "$jre" "$work/jre.tar"
 "$tools/mkimg" -tag local/jre17:e2e -out "$E2E_IMAGES/jre.tar" -layer "$work/jre.tar" \
