@@ -1,5 +1,8 @@
 // Package e2e runs dumpcatcher on a real cluster: the chart, the images of
-// the Dockerfiles, MinIO, and a JVM that runs out of memory. It needs a
+// the Dockerfiles, MinIO, and JVMs: one that runs out of memory, healthy ones
+// that are dumped on demand, rolled and admitted with the webhook down
+// (scenarios_test.go). The tests share one setup of MinIO and the chart,
+// made by the first test and removed by TestMain. It needs a
 // cluster with the images of test/cluster/images.sh (test/cluster/up.sh
 // makes one) and is skipped unless DUMPCATCHER_E2E_KUBECONFIG names its
 // kubeconfig:
@@ -25,6 +28,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,39 +54,83 @@ const (
 	jreImage   = "local/jre17:e2e"
 )
 
-type env struct {
-	t          *testing.T
+// cluster is what the tests of the package share: the tools, and once the
+// first test has set it up, MinIO and the chart (setupCluster).
+type cluster struct {
 	root       string
 	kubeconfig string
 	helm, mc   string
-	home       string // caches and configuration of kubectl, helm and mc
+	home       string // caches and configuration of kubectl, helm and mc; temporary files
+	mcHost     string // MC_HOST_e2e: MinIO's root user at its ClusterIP
+
+	destination string   // the chart's config.destination
+	namespaces  []string // app namespaces the tests made, deleted at the end
+	installed   bool     // something was installed that the end removes
+	ok          bool     // setupCluster completed
 }
 
+var (
+	shared    cluster
+	setupOnce sync.Once
+)
+
+// env is a test's view of the shared cluster.
+type env struct {
+	t *testing.T
+	*cluster
+}
+
+// TestMain removes what the tests installed (unless DUMPCATCHER_E2E_KEEP
+// is set) once all of them have run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.installed && os.Getenv("DUMPCATCHER_E2E_KEEP") == "" {
+		_, _ = shared.run(nil, shared.helm, "uninstall", release, "-n", webhookNS, "--wait", "--timeout", "2m")
+		args := append([]string{"delete", "namespace"}, shared.namespaces...)
+		args = append(args, minioNS, webhookNS, "--ignore-not-found", "--wait", "--timeout", "3m")
+		if _, err := shared.run(nil, "kubectl", args...); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e cleanup:", err)
+		}
+	}
+	if shared.home != "" {
+		_ = os.RemoveAll(shared.home)
+	}
+	os.Exit(code)
+}
+
+// setup skips the test without a cluster; the first test to call it sets
+// up MinIO and the chart for all of them.
 func setup(t *testing.T) *env {
 	kubeconfig := os.Getenv("DUMPCATCHER_E2E_KUBECONFIG")
 	if kubeconfig == "" {
 		t.Skip("DUMPCATCHER_E2E_KUBECONFIG is not set (sudo make cluster-up cluster-smoke)")
 	}
-	e := &env{t: t, root: render.RepoRoot(t), kubeconfig: kubeconfig, home: t.TempDir()}
-	out, err := exec.Command("bash", filepath.Join(e.root, "test/tools/install.sh"), "helm", "mc").Output()
-	if err != nil {
-		t.Fatalf("test/tools/install.sh helm mc: %v", err)
+	e := &env{t: t, cluster: &shared}
+	setupOnce.Do(func() {
+		start := time.Now()
+		e.setupCluster(kubeconfig)
+		shared.ok = true
+		t.Logf("shared setup (MinIO, chart) done in %.0fs", time.Since(start).Seconds())
+	})
+	if !shared.ok {
+		t.Fatal("the shared setup (MinIO, chart) failed in an earlier test; see its log")
 	}
-	bin := strings.TrimSpace(string(out[bytes.LastIndexByte(bytes.TrimSpace(out), '\n')+1:]))
-	e.helm, e.mc = filepath.Join(bin, "helm"), filepath.Join(bin, "mc")
 	return e
 }
 
 // run runs a command with the cluster's kubeconfig and returns its stdout.
-func (e *env) run(stdin []byte, name string, args ...string) (string, error) {
+func (c *cluster) run(stdin []byte, name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	// kubectl, helm and mc keep their caches and configuration in the
-	// test's temporary directory, not in the home directory.
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.kubeconfig, "KUBECACHEDIR="+e.home+"/kube",
-		"MC_CONFIG_DIR="+e.home+"/mc", "HELM_CACHE_HOME="+e.home+"/helm/cache",
-		"HELM_CONFIG_HOME="+e.home+"/helm/config", "HELM_DATA_HOME="+e.home+"/helm/data")
+	// tests' temporary directory, not in the home directory.
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.kubeconfig, "KUBECACHEDIR="+c.home+"/kube",
+		"MC_CONFIG_DIR="+c.home+"/mc", "HELM_CACHE_HOME="+c.home+"/helm/cache",
+		"HELM_CONFIG_HOME="+c.home+"/helm/config", "HELM_DATA_HOME="+c.home+"/helm/data")
+	if c.mcHost != "" {
+		cmd.Env = append(cmd.Env, "MC_HOST_e2e="+c.mcHost)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if stdin != nil {
@@ -167,18 +215,24 @@ func podSpec(o map[string]any) map[string]any {
 
 func containers(o map[string]any) []any { return podSpec(o)["containers"].([]any) }
 
-// TestOOMDumpReachesMinIO: a Java Deployment in a namespace that opts in is
-// injected by the webhook the chart installs; its JVM runs out of memory and
-// the uploader sidecar puts the heap dump into MinIO, over the MinIO
-// Service's ClusterIP (no cluster DNS on the rig).
-func TestOOMDumpReachesMinIO(t *testing.T) {
-	e := setup(t)
-	if os.Getenv("DUMPCATCHER_E2E_KEEP") == "" {
-		t.Cleanup(func() {
-			_, _ = e.run(nil, e.helm, "uninstall", release, "-n", webhookNS, "--wait", "--timeout", "2m")
-			_, _ = e.run(nil, "kubectl", "delete", "namespace", appNS, minioNS, webhookNS, "--ignore-not-found", "--wait", "--timeout", "3m")
-		})
+// setupCluster installs what all tests use: MinIO with the bucket and the
+// upload user of deploy/examples/minio.yaml, and the chart, whose webhook
+// the API server is seen to call; the app namespace appNS opts in.
+func (e *env) setupCluster(kubeconfig string) {
+	t := e.t
+	e.root, e.kubeconfig = render.RepoRoot(t), kubeconfig
+	home, err := os.MkdirTemp("", "dumpcatcher-e2e-")
+	if err != nil {
+		t.Fatal(err)
 	}
+	e.home = home
+	out, err := exec.Command("bash", filepath.Join(e.root, "test/tools/install.sh"), "helm", "mc").Output()
+	if err != nil {
+		t.Fatalf("test/tools/install.sh helm mc: %v", err)
+	}
+	bin := strings.TrimSpace(string(out[bytes.LastIndexByte(bytes.TrimSpace(out), '\n')+1:]))
+	e.helm, e.mc = filepath.Join(bin, "helm"), filepath.Join(bin, "mc")
+	e.installed = true
 
 	// MinIO as deploy/examples/minio.yaml has it, with the rig's image. Its
 	// setup Job needs a shell and DNS; the test does the same setup from
@@ -216,11 +270,11 @@ func TestOOMDumpReachesMinIO(t *testing.T) {
 	if policy == nil {
 		t.Fatal("minio.yaml: no policy heredoc in the setup Job")
 	}
-	policyFile := filepath.Join(t.TempDir(), "policy.json")
+	policyFile := filepath.Join(e.home, "policy.json")
 	if err := os.WriteFile(policyFile, []byte(policy[1]), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("MC_HOST_e2e", fmt.Sprintf("http://%s:%s@%s:9000", cred("MINIO_ROOT_USER"), cred("MINIO_ROOT_PASSWORD"), minioIP))
+	e.mcHost = fmt.Sprintf("http://%s:%s@%s:9000", cred("MINIO_ROOT_USER"), cred("MINIO_ROOT_PASSWORD"), minioIP)
 	e.eventually("MinIO reachable from the host over its ClusterIP", time.Minute, func() error {
 		_, err := e.run(nil, e.mc, "ready", "e2e")
 		return err
@@ -233,7 +287,7 @@ func TestOOMDumpReachesMinIO(t *testing.T) {
 	// The webhook without cert-manager: a CA and a serving certificate of
 	// our own, in the Secret the chart's tls.secretName names.
 	caPEM, certPEM, keyPEM := certificates(t, release+"."+webhookNS+".svc")
-	dir := t.TempDir()
+	dir := e.home
 	for name, data := range map[string][]byte{"ca.crt": caPEM, "tls.crt": certPEM, "tls.key": keyPEM} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			t.Fatal(err)
@@ -245,6 +299,7 @@ func TestOOMDumpReachesMinIO(t *testing.T) {
 	e.must([]byte(secret), "kubectl", "apply", "-f", "-")
 
 	destination := fmt.Sprintf("s3://%s/%s?endpoint=%s&path-style=true", bucket, prefix, endpoint)
+	e.destination = destination
 	values, err := yaml.Marshal(map[string]any{
 		"replicaCount": 1,
 		"image":        map[string]any{"tag": imageTag, "pullPolicy": "Never"},
@@ -267,16 +322,36 @@ func TestOOMDumpReachesMinIO(t *testing.T) {
 		"-f", valuesFile, "--wait", "--timeout", "3m")
 
 	// The app namespace: opted in, with the credentials Secret.
+	e.namespace(appNS, true)
+	e.waitWebhook()
+}
+
+// namespace makes an app namespace with the credentials Secret, opted in
+// by its label when labelled; the end of the tests deletes it.
+func (e *env) namespace(name string, labelled bool) {
+	e.t.Helper()
+	labels := map[string]any{}
+	if labelled {
+		labels["dumpcatcher.io/inject"] = "enabled"
+	}
+	if !slices.Contains(e.namespaces, name) {
+		e.namespaces = append(e.namespaces, name)
+	}
 	e.apply(map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{
-		"name": appNS, "labels": map[string]any{"dumpcatcher.io/inject": "enabled"}}})
+		"name": name, "labels": labels}})
 	for _, o := range e.objects("credentials-secret.yaml") {
-		o["metadata"].(map[string]any)["namespace"] = appNS
+		o["metadata"].(map[string]any)["namespace"] = name
 		e.apply(o)
 	}
+}
 
-	// The API server calls the webhook through its Service's ClusterIP;
-	// the webhook's readiness is not the API server's reach, and with
-	// failurePolicy Ignore a pod created before that is admitted uninjected.
+// waitWebhook waits until the API server calls the webhook: a dry-run pod
+// in appNS comes back injected. The API server calls the webhook through
+// its Service's ClusterIP; the webhook's readiness is not the API server's
+// reach, and with failurePolicy Ignore a pod created before that is
+// admitted uninjected.
+func (e *env) waitWebhook() {
+	e.t.Helper()
 	probe := []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"probe","namespace":"` + appNS +
 		`"},"spec":{"containers":[{"name":"app","image":"` + jreImage + `"}]}}`)
 	e.eventually("the API server calls the webhook", 2*time.Minute, func() error {
@@ -289,6 +364,16 @@ func TestOOMDumpReachesMinIO(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestOOMDumpReachesMinIO: a Java Deployment in a namespace that opts in is
+// injected by the webhook the chart installs; its JVM runs out of memory and
+// the uploader sidecar puts the heap dump into MinIO, over the MinIO
+// Service's ClusterIP (no cluster DNS on the rig).
+func TestOOMDumpReachesMinIO(t *testing.T) {
+	e := setup(t)
+	destination := e.destination
+	e.diagnoseOnFailure(appNS)
 
 	// The example app, with the rig's JRE image: its Oom.class is compiled
 	// from the same ConfigMap at image build time (no JDK in the image).
@@ -321,7 +406,7 @@ func TestOOMDumpReachesMinIO(t *testing.T) {
 		pod = list.Items[0]
 		return nil
 	})
-	checkInjected(t, &pod, destination)
+	checkInjected(t, &pod, destination, "-XX:+UseSerialGC")
 
 	// The dump: java_pid<pid>.hprof, uploaded compressed under
 	// <prefix>/<namespace>/deployment-oom-app/<pod>/app/.
@@ -351,8 +436,9 @@ func TestOOMDumpReachesMinIO(t *testing.T) {
 
 // checkInjected checks what the webhook put into the pod: the status
 // annotation, the uploader as a native sidecar with the configured
-// destination, the dump options in the app's JAVA_TOOL_OPTIONS.
-func checkInjected(t *testing.T, pod *corev1.Pod, destination string) {
+// destination, the dump options in the app's JAVA_TOOL_OPTIONS after the
+// app's own options (keep).
+func checkInjected(t *testing.T, pod *corev1.Pod, destination string, keep ...string) {
 	t.Helper()
 	if pod.Annotations[inject.AnnotationStatus] == "" {
 		t.Fatalf("pod %s not injected: no %s annotation (annotations %v)", pod.Name, inject.AnnotationStatus, pod.Annotations)
@@ -375,9 +461,11 @@ func checkInjected(t *testing.T, pod *corev1.Pod, destination string) {
 		t.Errorf("uploader %s=%q, want %q", settings.EnvDestination, got, destination)
 	}
 	app := pod.Spec.Containers[0]
-	if jto := envValue(app.Env, "JAVA_TOOL_OPTIONS"); !strings.Contains(jto, "-XX:+HeapDumpOnOutOfMemoryError") ||
-		!strings.Contains(jto, "-XX:+UseSerialGC") {
-		t.Errorf("app JAVA_TOOL_OPTIONS=%q: want the example's options and the dump options", jto)
+	jto := envValue(app.Env, "JAVA_TOOL_OPTIONS")
+	for _, o := range append(keep, "-XX:+HeapDumpOnOutOfMemoryError") {
+		if !strings.Contains(jto, o) {
+			t.Errorf("app JAVA_TOOL_OPTIONS=%q: no %s", jto, o)
+		}
 	}
 	t.Logf("pod %s injected: %s", pod.Name, pod.Annotations[inject.AnnotationStatus])
 }
