@@ -69,7 +69,7 @@ cluster-up: build ## (root) start a single-node cluster with the project's image
 	@bash test/cluster/up.sh
 
 .PHONY: cluster-smoke
-cluster-smoke: ## (root) on the cluster-up cluster: the chart, MinIO, a JVM's OOM dump arriving in the bucket
+cluster-smoke: ## (root) the e2e tests on the cluster-up cluster: OOM dump to MinIO, annotated pod, on-demand dump, rolling update, webhook down
 	go test ./test/cluster
 	DUMPCATCHER_E2E_KUBECONFIG=$(E2E_KUBECONFIG) go test -count=1 -v -timeout 15m ./test/e2e
 
