@@ -16,27 +16,6 @@ import (
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof/hproftest"
 )
 
-// holdProgram keeps about args[0] MiB reachable in 64 KiB arrays (small
-// enough never to be humongous in G1), runs System.gc(), prints "ready" and
-// sleeps.
-const holdProgram = `import java.util.ArrayList;
-import java.util.List;
-
-public class Hold {
-    static final List<long[]> live = new ArrayList<>();
-    public static void main(String[] args) throws Exception {
-        int mb = args.length > 0 ? Integer.parseInt(args[0]) : 0;
-        for (int i = 0; i < mb * 16; i++) {
-            live.add(new long[8192 - 2]);
-        }
-        System.gc();
-        System.out.println("ready " + live.size());
-        System.out.flush();
-        Thread.sleep(Long.MAX_VALUE);
-    }
-}
-`
-
 // testUID and testGID run the non-root JVMs.
 const testUID, testGID = 1000, 1000
 
@@ -82,7 +61,7 @@ func setupJDK() jdk {
 		return jdk{classes: dir, err: err}
 	}
 	src := filepath.Join(dir, "Hold.java")
-	if err := os.WriteFile(src, []byte(holdProgram), 0o644); err != nil {
+	if err := os.WriteFile(src, []byte(hproftest.HoldProgram), 0o644); err != nil {
 		return jdk{classes: dir, err: err}
 	}
 	if out, err := exec.Command(javac, "-d", dir, src).CombinedOutput(); err != nil {

@@ -12,15 +12,16 @@ import (
 	"time"
 )
 
-// holdProgram keeps about args[0] MiB reachable in 64 KiB arrays (never
-// humongous in G1), runs System.gc(), prints "ready" and sleeps.
-const holdProgram = `import java.util.ArrayList;
+// HoldProgram is the source of Hold.java: it keeps about args[0] MiB
+// reachable in 64 KiB arrays (never humongous in G1), runs System.gc(),
+// prints "ready <arrays>" and sleeps.
+const HoldProgram = `import java.util.ArrayList;
 import java.util.List;
 
 public class Hold {
     static final List<long[]> live = new ArrayList<>();
     public static void main(String[] args) throws Exception {
-        int mb = Integer.parseInt(args[0]);
+        int mb = args.length > 0 ? Integer.parseInt(args[0]) : 0;
         for (int i = 0; i < mb * 16; i++) {
             live.add(new long[8192 - 2]);
         }
@@ -70,7 +71,7 @@ func Hold(t testing.TB, s HoldSpec) *Holder {
 	}
 	t.Cleanup(func() { os.RemoveAll(classes) })
 	src := filepath.Join(classes, "Hold.java")
-	if err := os.WriteFile(src, []byte(holdProgram), 0o644); err != nil {
+	if err := os.WriteFile(src, []byte(HoldProgram), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command(javac, "-d", classes, src).CombinedOutput(); err != nil {
