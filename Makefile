@@ -52,7 +52,20 @@ images: ## build the two container images (needs a Docker engine)
 	docker build -f Dockerfile.sidecar --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/dumpcatcher:$(VERSION) .
 
 .PHONY: demo
-demo: build ## show the injection of a sample Java Deployment, then a dump's whole way to a local MinIO
+demo: ## (root) start the single-node cluster, install MinIO and the chart, watch a JVM's OOM dump reach the bucket; stays up
+	@if [[ $$(id -u) != 0 ]]; then \
+	  echo "make demo needs root: it starts a real Kubernetes node on this machine (kubelet, containerd, network" >&2; \
+	  echo "interfaces, mounts, nft tables, cgroups). Run it with sudo, or 'make demo-local' (no cluster, no root)." >&2; \
+	  exit 1; fi
+	@$(MAKE) --no-print-directory build
+	@bash test/demo/cluster.sh
+
+.PHONY: demo-down
+demo-down: ## (root) remove the demo's cluster and everything it changed on this machine (= cluster-down)
+	@bash test/cluster/down.sh
+
+.PHONY: demo-local
+demo-local: build ## no cluster, no root: the injection offline, then a dump's whole way to a MinIO on 127.0.0.1
 	@bash test/demo/offline.sh $(BIN)/dumpcatcher-webhook
 	@bash test/demo/local.sh
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# make demo (local part): the whole path of a heap dump on this machine, with
-# the real parts and no cluster: a real MinIO on 127.0.0.1, the uploader
+# make demo-local (after offline.sh): the whole path of a heap dump on this
+# machine, with the real parts and no cluster: a real MinIO on 127.0.0.1, the uploader
 # (`dumpcatcher upload`) configured as the webhook configures it, a real JVM
 # with JAVA_TOOL_OPTIONS as the webhook writes it running out of memory, and
 # an on-demand dump (`dumpcatcher dump`) of a second JVM. The shared emptyDir

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo (offline part): runs the webhook's own injection over a sample
+# make demo-local (offline part): runs the webhook's own injection over a sample
 # Java Deployment, the way `dumpcatcher-webhook inject` does in CI or GitOps,
 # and narrates what a pod of it gets when it is created in a namespace
 # labelled dumpcatcher.io/inject=enabled.
@@ -41,6 +41,6 @@ What happens in a cluster: the JVM writes its heap dump into the shared
 emptyDir on OutOfMemoryError, the preStop hook (dumpcatcher dump) takes one
 before a kill when the JVM is short of memory, and the uploader sidecar
 (dumpcatcher upload) streams each finished dump to the destination above.
-Next, that whole way on this machine with a real MinIO and real JVMs (the demo
-on a real single-node cluster comes with the end-to-end rig).
+Next, that whole way on this machine with a real MinIO and real JVMs, no
+cluster (make demo, as root, shows it on a real single-node Kubernetes).
 MSG
