@@ -35,11 +35,19 @@ test: lint ## everything: unit, golden, fuzz seeds, real JVM, envtest against a 
 	go test -run '^$$' -fuzz FuzzInject -fuzztime $(FUZZTIME) ./webhook/inject
 
 .PHONY: bench
-bench: ## benchmarks (figures go to docs/benchmarks.md)
+bench: ## benchmarks (figures go to docs/benchmarks.md); as root also bench-cluster
 	@assets=$$(bash test/tools/install.sh); \
 	  KUBEBUILDER_ASSETS=$$assets DUMPCATCHER_REQUIRE_REAL=1 go test -run '^$$' -bench . -benchmem -count 1 ./webhook/inject ./webhook/admission ./sidecar/... && \
 	  KUBEBUILDER_ASSETS=$$assets DUMPCATCHER_REQUIRE_REAL=1 go test -run '^$$' -bench PodCreation -benchtime 500x -count 1 ./webhook/server && \
 	  KUBEBUILDER_ASSETS=$$assets DUMPCATCHER_REQUIRE_REAL=1 go test -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/bench
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory bench-cluster; \
+	  else echo "bench: pod start-up on the e2e rig needs root: skipped (sudo make bench-cluster)"; fi
+
+.PHONY: bench-cluster
+bench-cluster: build ## (root) pod start-up with and without injection on a fresh e2e rig (cluster-up, benchmark, cluster-down)
+	@bash test/cluster/up.sh >/dev/null
+	@rc=0; DUMPCATCHER_E2E_KUBECONFIG=$(E2E_KUBECONFIG) go test -run '^$$' -bench PodStartup -benchtime 20x -timeout 20m ./test/e2e || rc=$$?; \
+	  bash test/cluster/down.sh; exit $$rc
 
 .PHONY: generate
 generate: ## regenerate the chart README and deploy/dumpcatcher.yaml from the chart
@@ -82,9 +90,9 @@ cluster-up: build ## (root) start a single-node cluster with the project's image
 	@bash test/cluster/up.sh
 
 .PHONY: cluster-smoke
-cluster-smoke: ## (root) the e2e tests on the cluster-up cluster: OOM dump to MinIO, annotated pod, on-demand dump, rolling update, webhook down
+cluster-smoke: ## (root) the e2e scenarios (test/e2e) on the cluster-up cluster
 	go test ./test/cluster
-	DUMPCATCHER_E2E_KUBECONFIG=$(E2E_KUBECONFIG) go test -count=1 -v -timeout 15m ./test/e2e
+	DUMPCATCHER_E2E_KUBECONFIG=$(E2E_KUBECONFIG) go test -count=1 -v -timeout 25m ./test/e2e
 
 .PHONY: cluster-down
 cluster-down: ## (root) remove the cluster-up cluster and everything it changed on the host

@@ -153,26 +153,13 @@ for l in $libs; do
 done
 sed -n '/Oom.java: |/,/^---/p' "$repo/deploy/examples/oom-app.yaml" | sed '1d;$d' | sed 's/^    //' >"$work/Oom.java"
 javac --release 17 -d "$jre/opt/oom" "$work/Oom.java"
-# Hold: a healthy long-running JVM for the on-demand dump and the rolling
-# update scenarios of test/e2e; it allocates MiB (argument, default 16),
-# keeps it reachable and sleeps until it is stopped.
-cat >"$work/Hold.java" <<'JAVA'
-public class Hold {
-    static byte[][] held;
-
-    public static void main(String[] args) throws Exception {
-        int mib = args.length > 0 ? Integer.parseInt(args[0]) : 16;
-        held = new byte[mib][];
-        for (int i = 0; i < mib; i++) {
-            held[i] = new byte[1 << 20];
-        }
-        System.out.println("holding " + mib + " MiB");
-        while (true) {
-            Thread.sleep(60_000);
-        }
-    }
-}
-JAVA
+# Hold: a healthy long-running JVM for the on-demand dump, the rolling update
+# and the memory pressure scenarios of test/e2e: the program of the JVM tests
+# (sidecar/hprof/hproftest/hold.go), which keeps MiB (argument) reachable,
+# collects them into the old generation and sleeps until it is stopped.
+sed -n '/^const HoldProgram = `/,/^`/p' "$repo/sidecar/hprof/hproftest/hold.go" |
+	sed '1s/^const HoldProgram = `//;$d' >"$work/Hold.java"
+grep -q 'class Hold' "$work/Hold.java" || e2e_die "no HoldProgram in sidecar/hprof/hproftest/hold.go"
 javac --release 17 -d "$jre/opt/hold" "$work/Hold.java"
 [[ ! -e $jre/bin/sh && ! -e $jre/usr/bin/sh ]] || e2e_die "the JRE image must have no shell"
 layer "$jre" "$work/jre.tar"

@@ -72,11 +72,11 @@ if ! ip link show "$E2E_NODE_IF" >/dev/null 2>&1; then
 	ts "interface $E2E_NODE_IF with $E2E_NODE_IP"
 fi
 
-# Images: rebuilt when make build, a Dockerfile, the example app or the
-# image script changed.
+# Images: rebuilt when make build, a Dockerfile, the example app, the Hold
+# program or the image script changed.
 if [[ -z $(find "$E2E_IMAGES" -name jre.tar 2>/dev/null) ]] ||
 	[[ -n $(find "$E2E_REPO"/bin "$E2E_REPO"/Dockerfile.* "$E2E_REPO/deploy/examples/oom-app.yaml" \
-		"$E2E_REPO/test/cluster/images.sh" -newer "$E2E_IMAGES/jre.tar" 2>/dev/null) ]]; then
+		"$E2E_REPO/sidecar/hprof/hproftest/hold.go" "$E2E_REPO/test/cluster/images.sh" -newer "$E2E_IMAGES/jre.tar" 2>/dev/null) ]]; then
 	bash "$E2E_REPO/test/cluster/images.sh"
 	ts "images assembled"
 fi
@@ -136,10 +136,17 @@ ts "PKI and kubeconfigs in $E2E_PKI"
 # --- configuration: conf/* with env.sh's settings filled in.
 vars='$E2E_ROOT $E2E_PKI $E2E_CONF $E2E_CTRD_SOCK $E2E_CNI_BIN $E2E_CNI_IF $E2E_POD_CIDR $E2E_NODE_IP $E2E_NODE_NAME'
 export E2E_ROOT E2E_PKI E2E_CONF E2E_CTRD_SOCK E2E_CNI_BIN E2E_CNI_IF E2E_POD_CIDR E2E_NODE_IP E2E_NODE_NAME
+# Rewritten only when the content changes: kube-proxy exits when its
+# configuration file is written under it (a second up.sh would leave the
+# cluster without Service routing).
+render() { # TEMPLATE DEST
+	envsubst "$vars" <"$E2E_REPO/test/cluster/conf/$1" >"$2.new"
+	if cmp -s "$2.new" "$2"; then rm -f "$2.new"; else mv -f "$2.new" "$2"; fi
+}
 for f in containerd.toml kubelet.yaml kube-proxy.yaml; do
-	envsubst "$vars" <"$E2E_REPO/test/cluster/conf/$f" >"$E2E_CONF/$f"
+	render "$f" "$E2E_CONF/$f"
 done
-envsubst "$vars" <"$E2E_REPO/test/cluster/conf/10-bridge.conflist" >"$E2E_CONF/cni/10-bridge.conflist"
+render 10-bridge.conflist "$E2E_CONF/cni/10-bridge.conflist"
 
 alive() { [[ -f $E2E_RUN/$1.pid ]] && kill -0 "$(<"$E2E_RUN/$1.pid")" 2>/dev/null; }
 start() { # NAME COMMAND...: in its own session, so it outlives this script

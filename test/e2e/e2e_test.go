@@ -63,6 +63,7 @@ type cluster struct {
 	home       string // caches and configuration of kubectl, helm and mc; temporary files
 	mcHost     string // MC_HOST_e2e: MinIO's root user at its ClusterIP
 
+	minioDir    string   // MinIO's data on this machine (a hostPath)
 	destination string   // the chart's config.destination
 	namespaces  []string // app namespaces the tests made, deleted at the end
 	installed   bool     // something was installed that the end removes
@@ -76,7 +77,7 @@ var (
 
 // env is a test's view of the shared cluster.
 type env struct {
-	t *testing.T
+	t testing.TB
 	*cluster
 }
 
@@ -91,16 +92,22 @@ func TestMain(m *testing.M) {
 		if _, err := shared.run(nil, "kubectl", args...); err != nil {
 			fmt.Fprintln(os.Stderr, "e2e cleanup:", err)
 		}
+		if _, err := shared.run(nil, "kubectl", "delete", "persistentvolume", minioVolume, "--ignore-not-found", "--wait", "--timeout", "1m"); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e cleanup:", err)
+		}
 	}
 	if shared.home != "" {
 		_ = os.RemoveAll(shared.home)
+	}
+	if shared.minioDir != "" && os.Getenv("DUMPCATCHER_E2E_KEEP") == "" {
+		_ = os.RemoveAll(shared.minioDir)
 	}
 	os.Exit(code)
 }
 
 // setup skips the test without a cluster; the first test to call it sets
 // up MinIO and the chart for all of them.
-func setup(t *testing.T) *env {
+func setup(t testing.TB) *env {
 	kubeconfig := os.Getenv("DUMPCATCHER_E2E_KUBECONFIG")
 	if kubeconfig == "" {
 		t.Skip("DUMPCATCHER_E2E_KUBECONFIG is not set (sudo make cluster-up cluster-smoke)")
@@ -122,15 +129,7 @@ func setup(t *testing.T) *env {
 func (c *cluster) run(stdin []byte, name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	// kubectl, helm and mc keep their caches and configuration in the
-	// tests' temporary directory, not in the home directory.
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.kubeconfig, "KUBECACHEDIR="+c.home+"/kube",
-		"MC_CONFIG_DIR="+c.home+"/mc", "HELM_CACHE_HOME="+c.home+"/helm/cache",
-		"HELM_CONFIG_HOME="+c.home+"/helm/config", "HELM_DATA_HOME="+c.home+"/helm/data")
-	if c.mcHost != "" {
-		cmd.Env = append(cmd.Env, "MC_HOST_e2e="+c.mcHost)
-	}
+	cmd := c.command(ctx, name, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if stdin != nil {
@@ -140,6 +139,20 @@ func (c *cluster) run(stdin []byte, name string, args ...string) (string, error)
 		return stdout.String(), fmt.Errorf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, stderr.String())
 	}
 	return stdout.String(), nil
+}
+
+// command is a command with the cluster's kubeconfig: kubectl, helm and mc
+// keep their caches and configuration in the tests' temporary directory, not
+// in the home directory.
+func (c *cluster) command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.kubeconfig, "KUBECACHEDIR="+c.home+"/kube",
+		"MC_CONFIG_DIR="+c.home+"/mc", "HELM_CACHE_HOME="+c.home+"/helm/cache",
+		"HELM_CONFIG_HOME="+c.home+"/helm/config", "HELM_DATA_HOME="+c.home+"/helm/data")
+	if c.mcHost != "" {
+		cmd.Env = append(cmd.Env, "MC_HOST_e2e="+c.mcHost)
+	}
+	return cmd
 }
 
 func (e *env) must(stdin []byte, name string, args ...string) string {
@@ -249,6 +262,14 @@ func (e *env) setupCluster(kubeconfig string) {
 			c := containers(o)[0].(map[string]any)
 			c["image"] = minioImage
 			c["imagePullPolicy"] = "Never"
+			// The data outlives the pod (the example's emptyDir does not):
+			// TestMinIOStoppedDuringOOM stops MinIO and starts it again.
+			for _, v := range podSpec(o)["volumes"].([]any) {
+				if v := v.(map[string]any); v["name"] == "data" {
+					delete(v, "emptyDir")
+					v["persistentVolumeClaim"] = map[string]any{"claimName": minioClaim}
+				}
+			}
 		case "Secret":
 			creds = o["stringData"].(map[string]any)
 		}
@@ -259,6 +280,8 @@ func (e *env) setupCluster(kubeconfig string) {
 		t.Fatal("minio.yaml: no setup Job or no root Secret")
 	}
 	e.apply(minio...)
+	e.apply(e.minioVolume()...)
+	e.diagnoseOnFailure(minioNS)
 	e.kubectl("-n", minioNS, "rollout", "status", "deployment/minio", "--timeout=180s")
 	minioIP := strings.TrimSpace(e.kubectl("-n", minioNS, "get", "service", "minio", "-o", "jsonpath={.spec.clusterIP}"))
 	endpoint := "http://" + minioIP + ":9000"
@@ -326,6 +349,46 @@ func (e *env) setupCluster(kubeconfig string) {
 	e.waitWebhook()
 }
 
+// MinIO's data volume: a PersistentVolume of a directory on this machine,
+// owned by the uid of minio.yaml's pod (1000), bound to a claim in MinIO's
+// namespace (whose Pod Security restricted allows claims, not hostPath).
+const (
+	minioClaim  = "minio-data"
+	minioVolume = "dumpcatcher-e2e-minio"
+)
+
+func (e *env) minioVolume() []map[string]any {
+	e.t.Helper()
+	if e.minioDir == "" {
+		dir, err := os.MkdirTemp("", "dumpcatcher-e2e-minio-")
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		e.minioDir = dir
+		if err := os.Chown(dir, 1000, 1000); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	size := map[string]any{"storage": "10Gi"}
+	return []map[string]any{{
+		"apiVersion": "v1", "kind": "PersistentVolume",
+		"metadata": map[string]any{"name": minioVolume},
+		"spec": map[string]any{
+			"capacity": size, "accessModes": []any{"ReadWriteOnce"}, "storageClassName": "",
+			"persistentVolumeReclaimPolicy": "Retain",
+			"hostPath":                      map[string]any{"path": e.minioDir, "type": "Directory"},
+			"claimRef":                      map[string]any{"namespace": minioNS, "name": minioClaim},
+		},
+	}, {
+		"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+		"metadata": map[string]any{"name": minioClaim, "namespace": minioNS},
+		"spec": map[string]any{
+			"accessModes": []any{"ReadWriteOnce"}, "storageClassName": "", "volumeName": minioVolume,
+			"resources": map[string]any{"requests": size},
+		},
+	}}
+}
+
 // namespace makes an app namespace with the credentials Secret, opted in
 // by its label when labelled; the end of the tests deletes it.
 func (e *env) namespace(name string, labelled bool) {
@@ -366,20 +429,54 @@ func (e *env) waitWebhook() {
 	})
 }
 
-// TestOOMDumpReachesMinIO: a Java Deployment in a namespace that opts in is
-// injected by the webhook the chart installs; its JVM runs out of memory and
-// the uploader sidecar puts the heap dump into MinIO, over the MinIO
-// Service's ClusterIP (no cluster DNS on the rig).
+// TestOOMDumpReachesMinIO (scenarios 1 and 10): a Java Deployment in a
+// namespace that opts in is injected by the webhook the chart installs; its
+// JVM runs out of memory and the uploader sidecar puts the heap dump into
+// MinIO, over the MinIO Service's ClusterIP (no cluster DNS on the rig). The
+// container restarts, runs out of memory again, and the second dump arrives
+// too. Both are complete heap dumps once decompressed, with metadata naming
+// the pod and the container. The app image has no shell and no JDK and runs
+// as a non-root uid (scenario 10).
 func TestOOMDumpReachesMinIO(t *testing.T) {
 	e := setup(t)
-	destination := e.destination
 	e.diagnoseOnFailure(appNS)
+	e.apply(oomApp(e, appNS)...)
 
-	// The example app, with the rig's JRE image: its Oom.class is compiled
-	// from the same ConfigMap at image build time (no JDK in the image).
+	pod := e.onePod(appNS, "app=oom-app")
+	checkInjected(t, &pod, e.destination, "-XX:+UseSerialGC")
+	checkNonRoot(t, &pod)
+
+	// The dumps: java_pid<pid>.hprof, uploaded compressed under
+	// <prefix>/<namespace>/deployment-oom-app/<pod>/app/.
+	keyPrefix := fmt.Sprintf("%s/%s/deployment-oom-app/%s/app/", prefix, appNS, pod.Name)
+	first := e.waitDumps("the OOM heap dump is in MinIO", appNS, pod.Name, keyPrefix, "-oom-", 1, 4*time.Minute)
+	e.checkDump(first[0], pod.Name, "app", "oom")
+
+	// The JVM's first OOM ended the container; the kubelet started it again
+	// in the same pod (same emptyDir and uploader), and it runs out of memory
+	// again.
+	e.eventually("the app container restarted after its OOM", 2*time.Minute, func() error {
+		p := e.pod(appNS, pod.Name)
+		if n := restarts(&p, "app"); n < 1 {
+			return fmt.Errorf("app container restarts: %d", n)
+		}
+		return nil
+	})
+	both := e.waitDumps("the second OOM's heap dump is in MinIO", appNS, pod.Name, keyPrefix, "-oom-", 2, 4*time.Minute)
+	for _, k := range both {
+		if k != first[0] {
+			e.checkDump(k, pod.Name, "app", "oom")
+		}
+	}
+}
+
+// oomApp returns deploy/examples/oom-app.yaml's objects for namespace ns,
+// with the rig's JRE image: its Oom.class is compiled from the same
+// ConfigMap at image build time (no JDK in the image).
+func oomApp(e *env, ns string) []map[string]any {
 	var app []map[string]any
 	for _, o := range e.objects("oom-app.yaml") {
-		o["metadata"].(map[string]any)["namespace"] = appNS
+		o["metadata"].(map[string]any)["namespace"] = ns
 		if kind(o) == "Deployment" {
 			c := containers(o)[0].(map[string]any)
 			c["image"] = jreImage
@@ -388,50 +485,7 @@ func TestOOMDumpReachesMinIO(t *testing.T) {
 		}
 		app = append(app, o)
 	}
-	e.apply(app...)
-
-	var pod corev1.Pod
-	e.eventually("the oom-app pod is created", 2*time.Minute, func() error {
-		out, err := e.run(nil, "kubectl", "-n", appNS, "get", "pods", "-l", "app=oom-app", "-o", "json")
-		if err != nil {
-			return err
-		}
-		var list corev1.PodList
-		if err := json.Unmarshal([]byte(out), &list); err != nil {
-			return err
-		}
-		if len(list.Items) == 0 {
-			return fmt.Errorf("no pod yet")
-		}
-		pod = list.Items[0]
-		return nil
-	})
-	checkInjected(t, &pod, destination, "-XX:+UseSerialGC")
-
-	// The dump: java_pid<pid>.hprof, uploaded compressed under
-	// <prefix>/<namespace>/deployment-oom-app/<pod>/app/.
-	want := fmt.Sprintf("%s/%s/%s/deployment-oom-app/%s/app/", bucket, prefix, appNS, pod.Name)
-	var key string
-	e.eventually("the OOM heap dump is in MinIO", 4*time.Minute, func() error {
-		out, err := e.run(nil, e.mc, "ls", "--recursive", "e2e/"+bucket)
-		if err != nil {
-			return err
-		}
-		for _, line := range strings.Split(out, "\n") {
-			f := strings.Fields(line)
-			if len(f) > 0 && strings.Contains(f[len(f)-1], "-oom-") && strings.HasPrefix(bucket+"/"+f[len(f)-1], want) {
-				key = f[len(f)-1]
-				return nil
-			}
-		}
-		logs, _ := e.run(nil, "kubectl", "-n", appNS, "logs", pod.Name, "-c", inject.SidecarName, "--tail=5")
-		return fmt.Errorf("no %s*-oom-* object yet; bucket:\n%s\nuploader:\n%s", want, out, logs)
-	})
-	stat := e.must(nil, e.mc, "stat", "e2e/"+bucket+"/"+key)
-	t.Logf("uploaded %s:\n%s", key, stat)
-	if !strings.HasSuffix(key, ".hprof.gz") {
-		t.Errorf("object %s: want a gzip-compressed .hprof", key)
-	}
+	return app
 }
 
 // checkInjected checks what the webhook put into the pod: the status
@@ -481,7 +535,7 @@ func envValue(env []corev1.EnvVar, name string) string {
 
 // certificates returns a CA and a serving certificate and key for dnsName,
 // PEM-encoded, valid for a day.
-func certificates(t *testing.T, dnsName string) (caPEM, certPEM, keyPEM []byte) {
+func certificates(t testing.TB, dnsName string) (caPEM, certPEM, keyPEM []byte) {
 	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

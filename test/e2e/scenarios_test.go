@@ -21,7 +21,7 @@ func holdContainer(mib int) map[string]any {
 		"name": "app", "image": jreImage, "imagePullPolicy": "Never",
 		"command": []any{"java", "-Xmx128m", "-cp", "/opt/hold", "Hold", fmt.Sprint(mib)},
 		"securityContext": map[string]any{
-			"runAsUser": 65532, "runAsGroup": 65532, "allowPrivilegeEscalation": false,
+			"runAsUser": 65532, "runAsGroup": 65532, "runAsNonRoot": true, "allowPrivilegeEscalation": false,
 			"capabilities": map[string]any{"drop": []any{"ALL"}},
 		},
 	}
