@@ -39,7 +39,9 @@ for c in containerd:containerd runc:runc nft:nftables "$E2E_CNI_BIN/bridge:conta
 done
 if ((${#missing[@]})); then
 	ts "installing ${missing[*]} (apt-get)"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+	# Without package lists (a fresh image may have none) after an update.
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null ||
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; }
 fi
 for c in openssl kubectl envsubst; do command -v "$c" >/dev/null || e2e_die "$c not found"; done
 [[ $(stat -fc %T /sys/fs/cgroup) == tmpfs ]] || e2e_log "warning: the rig is only proven on cgroup v1"
@@ -72,12 +74,14 @@ if ! ip link show "$E2E_NODE_IF" >/dev/null 2>&1; then
 	ts "interface $E2E_NODE_IF with $E2E_NODE_IP"
 fi
 
-# Images: rebuilt when make build, a Dockerfile, the example app, the Hold
-# program or the image script changed.
-if [[ -z $(find "$E2E_IMAGES" -name jre.tar 2>/dev/null) ]] ||
-	[[ -n $(find "$E2E_REPO"/bin "$E2E_REPO"/Dockerfile.* "$E2E_REPO/deploy/examples/oom-app.yaml" \
-		"$E2E_REPO/sidecar/hprof/hproftest/hold.go" "$E2E_REPO/test/cluster/images.sh" -newer "$E2E_IMAGES/jre.tar" 2>/dev/null) ]]; then
+# Images: rebuilt when what goes into them changed (content, not times:
+# make build rewrites bin/ every time): make build's output, the
+# Dockerfiles, the example app, the Hold program, the image script.
+inputs=$(cat "$E2E_REPO"/bin/* "$E2E_REPO"/Dockerfile.* "$E2E_REPO/deploy/examples/oom-app.yaml" \
+	"$E2E_REPO/sidecar/hprof/hproftest/hold.go" "$E2E_REPO/test/cluster/images.sh" 2>/dev/null | sha256sum | cut -d' ' -f1)
+if [[ ! -f $E2E_IMAGES/jre.tar || $(cat "$E2E_IMAGES/inputs.sha256" 2>/dev/null) != "$inputs" ]]; then
 	bash "$E2E_REPO/test/cluster/images.sh"
+	echo "$inputs" >"$E2E_IMAGES/inputs.sha256"
 	ts "images assembled"
 fi
 
