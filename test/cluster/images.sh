@@ -9,23 +9,44 @@
 #   jre      local/jre17:e2e   a jlink'd JRE 17 from this machine's JDK, the OOM example and Hold (a long-running JVM) compiled in, no shell
 #   minio    local/minio:e2e   the MinIO server test/tools/install.sh builds
 #
+# With --certmanager it assembles, instead of all those, the images of
+# cert-manager's controller, webhook and cainjector (test/tools/install.sh
+# certmanager builds them; certmanager.sh installs them with cert-manager's
+# chart): static binaries on the same base, run as nonroot (65532), each at
+# the path cert-manager's own images have it (/app/cmd/NAME/NAME; the chart
+# gives only the arguments):
+#
+#   cm-controller  local/cert-manager-controller:e2e
+#   cm-webhook     local/cert-manager-webhook:e2e
+#   cm-cainjector  local/cert-manager-cainjector:e2e
+#
 # The two project images take their user, entrypoint, binary path, exposed
 # ports and labels from the final stage of their Dockerfile (parsed below),
 # on a base like distroless/static:nonroot (CA bundle, passwd with nonroot
 # 65532, /tmp, /home/nonroot); test/cluster/images_test.go checks the result
 # against the Dockerfiles with a parser of its own.
 #
-#   test/cluster/images.sh [TAG]     # TAG of the project images, default e2e
+#   test/cluster/images.sh [TAG]                # TAG of the project images, default e2e
+#   test/cluster/images.sh --certmanager [TAG]  # the cert-manager images, TAG default e2e
 set -euo pipefail
 source "$(dirname -- "${BASH_SOURCE[0]}")/env.sh"
 
+certmanager=
+if [[ ${1:-} == --certmanager ]]; then
+	certmanager=1
+	shift
+fi
 tag=${1:-e2e}
 repo=$E2E_REPO
-for b in dumpcatcher-webhook dumpcatcher; do
-	[[ -x $repo/bin/$b ]] || e2e_die "no bin/$b: run make build first"
-done
-command -v jlink >/dev/null && command -v javac >/dev/null || e2e_die "jlink and javac (a JDK 17) are needed for the JRE image"
-tools=$(bash "$repo/test/tools/install.sh" mkimg pause minio | tail -n1)
+if [[ -n $certmanager ]]; then
+	tools=$(bash "$repo/test/tools/install.sh" mkimg certmanager | tail -n1)
+else
+	for b in dumpcatcher-webhook dumpcatcher; do
+		[[ -x $repo/bin/$b ]] || e2e_die "no bin/$b: run make build first"
+	done
+	command -v jlink >/dev/null && command -v javac >/dev/null || e2e_die "jlink and javac (a JDK 17) are needed for the JRE image"
+	tools=$(bash "$repo/test/tools/install.sh" mkimg pause minio | tail -n1)
+fi
 
 mkdir -p "$E2E_IMAGES"
 work=$(mktemp -d "$E2E_IMAGES/.work.XXXXXX")
@@ -61,6 +82,21 @@ layer "$base" "$work/base.tar"
 tar --sort=name --mtime=@0 --numeric-owner --owner=65532 --group=65532 --format=gnu \
 	-C "$work/home" -cf "$work/home.tar" .
 base_env=(-env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt)
+
+# cert-manager: one image per binary, nothing else.
+if [[ -n $certmanager ]]; then
+	for c in controller webhook cainjector; do
+		mkdir -p "$work/cm-$c/app/cmd/$c"
+		cp "$tools/cm-$c" "$work/cm-$c/app/cmd/$c/$c"
+		chmod 0755 "$work/cm-$c/app/cmd/$c/$c"
+		layer "$work/cm-$c" "$work/cm-$c.tar"
+		"$tools/mkimg" -tag "local/cert-manager-$c:$tag" -out "$E2E_IMAGES/cm-$c.tar" \
+			-layer "$work/base.tar" -layer "$work/home.tar" -layer "$work/cm-$c.tar" "${base_env[@]}" \
+			-user 65532:65532 -workdir /home/nonroot -entrypoint "[\"/app/cmd/$c/$c\"]"
+	done
+	e2e_log "cert-manager images in $E2E_IMAGES: $(cd "$E2E_IMAGES" && du -h -- cm-*.tar | tr '\t\n' '  ')"
+	exit 0
+fi
 
 # final_stage DOCKERFILE: the instructions of the last stage, one a line,
 # continuations joined, comments dropped.

@@ -6,7 +6,9 @@ package cluster
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"compress/gzip"
+	"debug/elf"
 	"encoding/json"
 	"errors"
 	"io"
@@ -333,5 +335,43 @@ func TestAppImageHasNoShell(t *testing.T) {
 		if _, ok := img.files[f]; !ok {
 			t.Errorf("no /%s", f)
 		}
+	}
+}
+
+// TestCertManagerImages: the cert-manager images `images.sh --certmanager`
+// assembles run a static binary at the path of cert-manager's own images
+// (the chart gives only arguments), as a non-root user of the base.
+func TestCertManagerImages(t *testing.T) {
+	for _, c := range []string{"controller", "webhook", "cainjector"} {
+		t.Run(c, func(t *testing.T) {
+			img := readImage(t, filepath.Join(imagesDir(), "cm-"+c+".tar"))
+			if repo := "local/cert-manager-" + c; len(img.tags) != 1 || !strings.HasPrefix(img.tags[0], repo+":") {
+				t.Errorf("tags %v, want %s:<tag>", img.tags, repo)
+			}
+			bin := "/app/cmd/" + c + "/" + c
+			if !slices.Equal(img.config.Entrypoint, []string{bin}) {
+				t.Errorf("entrypoint %q, want [%s]", img.config.Entrypoint, bin)
+			}
+			uid, _, _ := strings.Cut(img.config.User, ":")
+			if n, err := strconv.Atoi(uid); err != nil || n == 0 {
+				t.Errorf("user %q, want a numeric non-root uid (the chart sets runAsNonRoot)", img.config.User)
+			} else if !img.passwdUID(uid) {
+				t.Errorf("/etc/passwd has no uid %s", uid)
+			}
+			e, ok := img.files[strings.TrimPrefix(bin, "/")]
+			if !ok || e.hdr.Typeflag != tar.TypeReg || e.hdr.Mode&0o111 != 0o111 {
+				t.Fatalf("%s: missing or not executable for everyone", bin)
+			}
+			f, err := elf.NewFile(bytes.NewReader(e.data))
+			if err != nil {
+				t.Fatalf("%s: %v", bin, err)
+			}
+			for _, p := range f.Progs {
+				if p.Type == elf.PT_INTERP {
+					t.Errorf("%s: dynamically linked (has an interpreter); the base has no C library", bin)
+				}
+			}
+			checkBase(t, img)
+		})
 	}
 }

@@ -6,6 +6,7 @@
 #   KUBEBUILDER_ASSETS=$(test/tools/install.sh)         # all of them
 #   test/tools/install.sh etcd helm                      # just these
 #   test/tools/install.sh cluster                        # the e2e rig's (cluster_tools)
+#   test/tools/install.sh certmanager                    # cert-manager for the rig (certmanager_tools)
 #
 # Binaries live in ${DUMPCATCHER_TOOLS:-$(go env GOMODCACHE)/../dumpcatcher-tools}/bin.
 # Each tool has a stamp ($CACHE/stamps/<tool>) holding a hash of everything
@@ -32,6 +33,12 @@ all_tools=(kube-apiserver etcd minio helm mc crds)
 # pause is the pods' sandbox process, cri talks CRI to the rig's containerd
 # (crictl is not on the module proxy).
 cluster_tools=(kube-apiserver etcd kubelet kube-controller-manager kube-scheduler kube-proxy minio mc helm mkimg pause cri)
+# cert-manager's controller, webhook and cainjector, which test/cluster/certmanager.sh
+# installs on the rig for the chart's certManager.enabled=true. Not in
+# cluster_tools either: the rig's tests bring their own certificate, and
+# the three cost about 7 minutes of 2 cores to build once (cert-manager's
+# issuers bring the Vault, Venafi and cloud DNS clients).
+certmanager_tools=(cm-controller cm-webhook cm-cainjector)
 
 log() { printf 'tools: %s\n' "$*"; }
 die() { log "error: $*"; exit 1; }
@@ -70,6 +77,15 @@ spec() {
 		ldflags+=" -X k8s.io/component-base/version.gitMinor=${BASH_REMATCH[2]}"
 		ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
 		ldflags+=" -X k8s.io/component-base/version.buildDate=2026-01-01T00:00:00Z"
+		;;
+	cm-controller | cm-webhook | cm-cainjector)
+		# test/tools/certmanager: our mains around the pinned cert-manager
+		# module (its go.mod says why), one package each; the version is
+		# the module's, as cert-manager's release build stamps it.
+		dir=certmanager pkg=./${1#cm-}
+		v=$(modver certmanager github.com/cert-manager/cert-manager)
+		ldflags+=" -X github.com/cert-manager/cert-manager/pkg/util.AppVersion=$v"
+		ldflags+=" -X github.com/cert-manager/cert-manager/pkg/util.AppGitState=clean"
 		;;
 	mkimg | pause | cri)
 		# Small tools of the e2e rig, each its own module (test/tools/<name>)
@@ -156,6 +172,7 @@ stamp_of() { # TOOL -> hash of all build inputs
 		cat "$here/$dir/go.mod"
 		[[ ! -f $here/$dir/go.sum ]] || cat "$here/$dir/go.sum" # none without dependencies
 		[[ $pkg != . ]] || cat "$here/$dir"/*.go                 # the tool's own source
+		[[ $pkg != ./* ]] || find "$here/$dir" -name '*.go' -print0 | sort -z | xargs -0 cat
 		printf '%s\n' "$pkg" "$ldflags" "$goversion" "$goos/$goarch" "${build_env[@]}"
 	} | sha256sum | cut -d' ' -f1
 }
@@ -168,6 +185,7 @@ tools=()
 for t in "$@"; do
 	case $t in
 	cluster) tools+=("${cluster_tools[@]}") ;;
+	certmanager) tools+=("${certmanager_tools[@]}") ;;
 	*) tools+=("$t") ;;
 	esac
 done
@@ -176,7 +194,7 @@ done
 declare -A want=()
 stale=()
 for t in "${tools[@]}"; do
-	spec "$t" || die "unknown tool '$t' (known: ${all_tools[*]}; cluster: ${cluster_tools[*]})"
+	spec "$t" || die "unknown tool '$t' (known: ${all_tools[*]}; cluster: ${cluster_tools[*]}; certmanager: ${certmanager_tools[*]})"
 	want[$t]=$(stamp_of "$t")
 	fresh "$t" "${want[$t]}" || stale+=("$t")
 done
