@@ -362,16 +362,17 @@ func TestSameNameTwiceAndTenAtOnce(t *testing.T) {
 func TestStorageOutageMidUpload(t *testing.T) {
 	srv, bucket, _ := startMinIO(t)
 	m := newMetrics(t)
-	r := startUploader(t, bucket, func(o *Options) { o.Compression = CompressionNone; o.Metrics = m })
+	mid := &midStream{Bucket: bucket, after: 32 << 20, reached: make(chan struct{})}
+	r := startUploader(t, mid, func(o *Options) { o.Compression = CompressionNone; o.Metrics = m })
 	data := randomBytes(t, 256<<20) // about a second of upload here
 	writeDump(t, filepath.Join(r.dumps, "app", "java_pid1.hprof"), data)
-	for i := 0; i < 200; i++ { // claimed: the upload starts now
-		if m, _ := filepath.Glob(filepath.Join(r.root, ".spool", "*.data")); len(m) > 0 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	// The outage starts once Put has read 32 MiB of the dump, not after a
+	// fixed time: on a busy machine the upload may start late.
+	select {
+	case <-mid.reached:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the upload did not read 32 MiB of the dump within 60 s")
 	}
-	time.Sleep(150 * time.Millisecond)
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -394,6 +395,33 @@ func TestStorageOutageMidUpload(t *testing.T) {
 	}
 	spoolEmpty(t, r)
 	r.shutdown(t)
+}
+
+// midStream is a bucket whose Put closes reached once it has read after
+// bytes of what it uploads.
+type midStream struct {
+	storage.Bucket
+	after   int64
+	once    sync.Once
+	reached chan struct{}
+}
+
+func (m *midStream) Put(ctx context.Context, key string, r io.Reader, opts storage.PutOptions) (storage.Info, error) {
+	return m.Bucket.Put(ctx, key, &countingReader{r: r, m: m}, opts)
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+	m *midStream
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if c.n += int64(n); c.n >= c.m.after {
+		c.m.once.Do(func() { close(c.m.reached) })
+	}
+	return n, err
 }
 
 // TestWrongCredentialsThenFixed: uploads fail while the mounted Secret holds
