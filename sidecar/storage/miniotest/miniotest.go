@@ -299,6 +299,16 @@ func (s *Server) Stop() error {
 	return nil
 }
 
+// Kill stops the server the hard way (SIGKILL), as a crash would: requests in
+// flight fail at once. Start starts it again on the same address and data.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		s.killLocked()
+	}
+}
+
 func (s *Server) killLocked() {
 	_ = s.cmd.Process.Kill()
 	<-s.done
