@@ -366,7 +366,9 @@ func TestNotResponding(t *testing.T) {
 // finished.
 func TestGiveUpWhileWriting(t *testing.T) {
 	t.Parallel()
-	j := startJVM(t, jvmSpec{opts: []string{"-Xmx600m"}, liveMB: 300})
+	// 600 MiB: writing it takes well over the 150 ms we wait (300 MiB once
+	// took less here).
+	j := startJVM(t, jvmSpec{opts: []string{"-Xmx1g"}, liveMB: 600})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := Attach(ctx, j.Process)

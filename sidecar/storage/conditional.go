@@ -31,6 +31,12 @@ type Conditional interface {
 	// returns the new version, or ErrPrecondition (errors.Is) when the
 	// condition does not hold, and ErrNotSupported when the store cannot
 	// write conditionally.
+	//
+	// On S3 the version is the ETag, a hash of the content: a write of the
+	// bytes already there leaves the version as it was, and a second writer
+	// holding that version succeeds too. Callers that need every write to
+	// be a new version make each one's data unique (dumplock's carry a random
+	// token).
 	WriteIf(ctx context.Context, key string, data []byte, version string) (newVersion string, err error)
 }
 

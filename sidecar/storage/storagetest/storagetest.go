@@ -608,11 +608,15 @@ func (s suite) conditional(t *testing.T, tg Target) {
 }
 
 // conditionalRace: of writers racing with the same condition exactly one
-// wins, for creation and for replacement.
+// wins, for creation and for replacement. Each write's data is unique: on S3
+// the version is a content hash, and the previous winner writing its own
+// bytes again would leave the version unchanged for a second winner (see
+// Conditional.WriteIf).
 func (s suite) conditionalRace(t *testing.T, tg Target) {
 	ctx := context.Background()
 	c := conditional(t, tg.Bucket)
 	const writers = 8
+	round := 0
 	race := func(version string) (winner string) {
 		t.Helper()
 		var wg sync.WaitGroup
@@ -622,7 +626,7 @@ func (s suite) conditionalRace(t *testing.T, tg Target) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				me := fmt.Sprintf("writer-%d", i)
+				me := fmt.Sprintf("round-%d-writer-%d", round, i)
 				_, err := c.WriteIf(ctx, "race/lock", []byte(me), version)
 				switch {
 				case err == nil:
@@ -633,6 +637,7 @@ func (s suite) conditionalRace(t *testing.T, tg Target) {
 			}()
 		}
 		wg.Wait()
+		round++
 		close(wins)
 		close(errs)
 		for err := range errs {
