@@ -6,13 +6,23 @@
 # narrates what the webhook injected, the OOM, the upload and the object in
 # the bucket. The cluster stays up for exploring until `make demo-down`.
 #
+# The webhook's TLS comes from cert-manager, for real: cert-manager v1.20.2
+# built from its Go module (test/tools/install.sh certmanager, about 6 minutes
+# once on 2 cores) and installed with its own chart
+# (test/cluster/certmanager.sh install), then the chart with
+# certManager.enabled=true. If cert-manager cannot be built, or with
+# DEMO_CERT_MANAGER=0, it takes the chart's no-cert-manager path instead: a
+# CA and serving certificate made with openssl (tls.secretName, tls.caBundle).
+# Either path can follow the other on a running cluster (helm upgrade
+# --install with the other values; cert-manager, once installed, stays).
+#
 # Running it again on a running cluster reinstalls: helm upgrade --install,
 # kubectl apply, and the previous oom-app is deleted so that a fresh JVM runs
 # out of memory. Every wait is bounded; a step that times out says which
 # command shows why.
 #
-#   test/demo/cluster.sh                       # after make build
-#   DEMO_CERT_MANAGER=1 test/demo/cluster.sh   # not available yet (see webhook_tls)
+#   test/demo/cluster.sh                       # after make build; cert-manager
+#   DEMO_CERT_MANAGER=0 test/demo/cluster.sh   # without cert-manager (openssl CA)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # E2E_ROOT, E2E_RUN, E2E_LOG, E2E_KUBECONFIG; exports KUBECACHEDIR into E2E_ROOT.
@@ -41,6 +51,11 @@ for b in dumpcatcher-webhook dumpcatcher; do
 done
 for c in kubectl openssl go; do command -v "$c" >/dev/null || fail "$c not found on PATH"; done
 
+case ${DEMO_CERT_MANAGER:=1} in
+0 | 1) ;;
+*) fail "DEMO_CERT_MANAGER=$DEMO_CERT_MANAGER: 1 (cert-manager, the default) or 0 (an openssl CA)" ;;
+esac
+
 t0=$SECONDS
 elapsed() { echo "$((SECONDS - t0))s"; }
 
@@ -63,17 +78,32 @@ state=$E2E_ROOT/demo
 
 # ---------------------------------------------------------------------------
 say "dumpcatcher on a real single-node Kubernetes on this machine"
-cat <<MSG | indent
+tools_dir=${DUMPCATCHER_TOOLS:-$(go env GOMODCACHE)/../dumpcatcher-tools}
+cm_version=$(awk '$1 == "github.com/cert-manager/cert-manager" { print $2 }' test/tools/certmanager/go.mod)
+if [[ $DEMO_CERT_MANAGER == 1 ]]; then
+	cat <<MSG | indent
+Steps: the cluster (test/cluster/up.sh), MinIO, cert-manager $cm_version, the chart
+with Helm and certManager.enabled=true (cert-manager issues the webhook's
+certificate, its cainjector fills in the caBundle), a namespace labelled for
+injection with the credentials Secret, and a Java Deployment that runs out of
+memory. DEMO_CERT_MANAGER=0 skips cert-manager (an openssl CA instead).
+MSG
+	if [[ ! -x $tools_dir/bin/cm-controller ]]; then
+		echo "   First run on this machine: cert-manager's controller, webhook and cainjector are built from its"
+		echo "   Go module first, about 6 minutes on 2 cores (once)."
+	fi
+else
+	cat <<MSG | indent
 Steps: the cluster (test/cluster/up.sh), MinIO, the chart with Helm, a namespace
 labelled for injection with the credentials Secret, and a Java Deployment that
-runs out of memory. The webhook's TLS certificate comes from a CA this script
-makes with openssl: the chart's no-cert-manager path (certManager.enabled=false,
-tls.secretName, tls.caBundle); cert-manager is not on the rig yet.
+runs out of memory. DEMO_CERT_MANAGER=0: the webhook's TLS certificate comes
+from a CA this script makes with openssl, the chart's no-cert-manager path
+(certManager.enabled=false, tls.secretName, tls.caBundle).
 MSG
+fi
 
 # ---------------------------------------------------------------------------
 say "The cluster: etcd, kube-apiserver, controller-manager, scheduler, containerd, kubelet, kube-proxy (test/cluster/up.sh)"
-tools_dir=${DUMPCATCHER_TOOLS:-$(go env GOMODCACHE)/../dumpcatcher-tools}
 if [[ ! -x $tools_dir/bin/kubelet ]]; then
 	echo "   First run on this machine: kubelet, kube-apiserver and the other node binaries are built from"
 	echo "   pinned Go modules first, about 15 minutes on 2 cores (once; later runs take about a minute)."
@@ -136,12 +166,48 @@ mcx admin policy attach demo dumpcatcher-upload --user "$upload_user" >/dev/null
 echo "   MinIO at http://$minio_ip:9000 (ClusterIP): bucket heap-dumps, user $upload_user with policy dumpcatcher-upload"
 
 # ---------------------------------------------------------------------------
-# The webhook's serving certificate. webhook_tls sets chart_tls, the chart
-# arguments for it. The cert-manager path goes here once cert-manager can be
-# installed on the rig: install it, wait for its webhook, then
-# chart_tls=(--set certManager.enabled=true).
+# The webhook's serving certificate: cert-manager (DEMO_CERT_MANAGER=1, the
+# default) or, with DEMO_CERT_MANAGER=0 or when cert-manager cannot be built,
+# a CA made with openssl. Both set chart_tls, the chart arguments for it.
+#
+# cm_build: cert-manager's binaries (test/tools/install.sh certmanager; cached
+# after the first build). Fails when they cannot be built: the demo then goes
+# on without cert-manager.
+cm_build() {
+	cat <<MSG | indent
+Its controller, webhook and cainjector are built from github.com/cert-manager/cert-manager $cm_version
+with three small mains of ours (test/tools/certmanager: cert-manager's own cmd/* modules are not on
+the Go module proxy), as images local/cert-manager-{controller,webhook,cainjector}:e2e assembled
+without Docker, and installed with cert-manager's own chart from that module (release and namespace
+cert-manager, its CRDs included).
+MSG
+	if [[ ! -x $tools_dir/bin/cm-controller ]]; then
+		echo "   First run on this machine: building them, about 6 minutes on 2 cores (once; cached afterwards)."
+	fi
+	timeout 1800 bash test/tools/install.sh certmanager 2>&1 >/dev/null | sed -u 's/^/   /' && return
+	echo "   cert-manager could not be built from its Go module (see above): the demo goes on without it, on the"
+	echo "   chart's no-cert-manager path (as DEMO_CERT_MANAGER=0 does)."
+	return 1
+}
+# cm_install: cert-manager on the cluster, or upgraded in place on a re-run.
+cm_install() {
+	local start=$SECONDS
+	if timeout 30 "$helm" --kubeconfig "$kc" status cert-manager -n cert-manager >/dev/null 2>&1; then
+		echo "   cert-manager is installed already: helm upgrade --install keeps it (same images, nothing restarts)."
+	fi
+	# certmanager.sh narrates on stderr; it waits until cert-manager's webhook
+	# admits a dry-run Issuer (bounded: helm --wait 5m, the probe 2m).
+	timeout 900 bash test/cluster/certmanager.sh install 2>&1 >/dev/null | sed -u 's/^/   /' ||
+		fail "test/cluster/certmanager.sh install failed (DEMO_CERT_MANAGER=0 make demo runs without cert-manager)" \
+			"$k -n cert-manager get pods; $k -n cert-manager describe pods; $k -n cert-manager logs deployment/cert-manager"
+	kctl -n cert-manager get deployments | indent
+	echo "   cert-manager $cm_version ready after $((SECONDS - start))s: its webhook admits a dry-run Issuer."
+}
 webhook_tls_cert_manager() {
-	fail "DEMO_CERT_MANAGER=1: installing cert-manager on the rig is not implemented yet; run without it"
+	chart_tls=(--set certManager.enabled=true)
+	echo "   TLS from cert-manager (certManager.enabled=true): the chart makes a self-signed Issuer, a CA Certificate"
+	echo "   dumpcatcher-ca with its Issuer, and the serving Certificate dumpcatcher-tls (Secret dumpcatcher/dumpcatcher-tls);"
+	echo "   cert-manager's cainjector copies that CA into the webhook configuration's caBundle."
 }
 webhook_tls_own_ca() {
 	local d=$state/tls svc=dumpcatcher.dumpcatcher.svc
@@ -158,20 +224,56 @@ webhook_tls_own_ca() {
 		openssl x509 -req -in "$d/tls.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 30 \
 			-extfile "$d/ext" -out "$d/tls.crt" 2>/dev/null
 	fi
-	kctl create namespace dumpcatcher --dry-run=client -o yaml | kctl apply -f - >/dev/null
 	kctl -n dumpcatcher create secret tls dumpcatcher-demo-tls --cert "$d/tls.crt" --key "$d/tls.key" \
 		--dry-run=client -o yaml | kctl apply -f - >/dev/null
 	echo "   TLS without cert-manager: a CA and the serving certificate for $svc made with openssl"
 	echo "   ($d), in the Secret dumpcatcher/dumpcatcher-demo-tls; the CA goes into the chart's tls.caBundle."
+	if timeout 30 "$helm" --kubeconfig "$kc" status cert-manager -n cert-manager >/dev/null 2>&1; then
+		echo "   cert-manager, installed by an earlier run, stays on the cluster; the chart no longer uses it."
+	fi
 	chart_tls=(--set certManager.enabled=false --set tls.secretName=dumpcatcher-demo-tls --set-file "tls.caBundle=$d/ca.crt")
 }
-webhook_tls() {
-	if [[ ${DEMO_CERT_MANAGER:-} == 1 ]]; then webhook_tls_cert_manager; else webhook_tls_own_ca; fi
+
+# After the chart with certManager.enabled=true: its Certificates Ready, and
+# the caBundle the CA of the serving certificate's Secret.
+ca_fingerprint() { base64 -d | openssl x509 -noout -fingerprint -sha256 2>/dev/null; }
+ca_injected() {
+	local want got
+	want=$(kctl -n dumpcatcher get secret dumpcatcher-tls -o jsonpath='{.data.ca\.crt}' | ca_fingerprint) &&
+		got=$(kctl get mutatingwebhookconfiguration dumpcatcher -o jsonpath='{.webhooks[0].clientConfig.caBundle}' |
+			ca_fingerprint) && [[ -n $want && $got == "$want" ]]
 }
+cert_manager_issued() {
+	kctl -n dumpcatcher wait --for=condition=Ready certificate --all --timeout=120s >/dev/null 2>&1 ||
+		fail "the chart's Certificates not Ready within 120s" \
+			"$k -n dumpcatcher describe certificates,certificaterequests,issuers; $k -n cert-manager logs deployment/cert-manager"
+	echo "   \$ kubectl -n dumpcatcher get certificates"
+	kctl -n dumpcatcher get certificates | indent
+	kctl -n dumpcatcher get secret dumpcatcher-tls -o jsonpath='{.data.tls\.crt}' | base64 -d |
+		openssl x509 -noout -issuer -enddate -ext subjectAltName 2>/dev/null | sed 's/^ *//' | indent
+	wait_until 60 "cainjector filling in the caBundle of mutatingwebhookconfiguration/dumpcatcher" \
+		"$k -n cert-manager logs deployment/cert-manager-cainjector; $k get mutatingwebhookconfiguration dumpcatcher -o yaml" ca_injected
+	echo "   cainjector filled in the caBundle of mutatingwebhookconfiguration/dumpcatcher: the CA" \
+		"$(kctl get mutatingwebhookconfiguration dumpcatcher -o jsonpath='{.webhooks[0].clientConfig.caBundle}' |
+			base64 -d | openssl x509 -noout -subject 2>/dev/null | sed 's/^subject=//'),"
+	echo "   the ca.crt of Secret dumpcatcher/dumpcatcher-tls (annotation cert-manager.io/inject-ca-from: dumpcatcher/dumpcatcher-tls)"
+}
+
+tls_path=own-ca
+if [[ $DEMO_CERT_MANAGER == 1 ]]; then
+	say "cert-manager $cm_version, built from its Go module (test/cluster/certmanager.sh install)"
+	start=$SECONDS
+	if cm_build; then
+		echo "   built (or found in the cache) in $((SECONDS - start))s"
+		cm_install
+		tls_path=cert-manager
+	fi
+fi
 
 say "The webhook: the chart charts/dumpcatcher with Helm, release dumpcatcher in namespace dumpcatcher"
 chart_tls=()
-webhook_tls
+kctl create namespace dumpcatcher --dry-run=client -o yaml | kctl apply -f - >/dev/null
+if [[ $tls_path == cert-manager ]]; then webhook_tls_cert_manager; else webhook_tls_own_ca; fi
 destination="s3://heap-dumps/demo?endpoint=http://$minio_ip:9000&path-style=true"
 # The webhook's binary is in the image under the tag e2e whatever it is: its
 # checksum in a pod annotation rolls the webhook when make build changed it.
@@ -196,9 +298,10 @@ echo "   \$ helm upgrade --install dumpcatcher charts/dumpcatcher -n dumpcatcher
 grep -v '^#' "$state/values.yaml" | indent
 timeout 300 "$helm" --kubeconfig "$kc" upgrade --install dumpcatcher charts/dumpcatcher -n dumpcatcher \
 	-f "$state/values.yaml" "${chart_tls[@]}" --wait --timeout 3m >"$state/helm.out" 2>&1 ||
-	{ indent <"$state/helm.out"; fail "helm upgrade --install did not finish within 3m" \
+	{ indent <"$state/helm.out"; fail "helm upgrade --install failed or did not finish within 3m (its output above)" \
 		"$k -n dumpcatcher describe pods; $k -n dumpcatcher logs deployment/dumpcatcher"; }
 grep -E '^(STATUS|REVISION):' "$state/helm.out" | indent
+[[ $tls_path != cert-manager ]] || cert_manager_issued
 
 # ---------------------------------------------------------------------------
 say "The app namespace oom-demo: labelled dumpcatcher.io/inject=enabled, with the credentials Secret dumpcatcher-s3"
