@@ -60,7 +60,7 @@ images: ## build the two container images (needs a Docker engine)
 	docker build -f Dockerfile.sidecar --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/dumpcatcher:$(VERSION) .
 
 .PHONY: demo
-demo: ## (root) start the single-node cluster, install MinIO and the chart, watch a JVM's OOM dump reach the bucket; stays up
+demo: ## (root) start the single-node cluster, install cert-manager, MinIO and the chart, watch a JVM's OOM dump reach the bucket; stays up
 	@if [[ $$(id -u) != 0 ]]; then \
 	  echo "make demo needs root: it starts a real Kubernetes node on this machine (kubelet, containerd, network" >&2; \
 	  echo "interfaces, mounts, nft tables, cgroups). Run it with sudo, or 'make demo-local' (no cluster, no root)." >&2; \
