@@ -106,7 +106,7 @@ fi
 say "The cluster: etcd, kube-apiserver, controller-manager, scheduler, containerd, kubelet, kube-proxy (test/cluster/up.sh)"
 if [[ ! -x $tools_dir/bin/kubelet ]]; then
 	echo "   First run on this machine: kubelet, kube-apiserver and the other node binaries are built from"
-	echo "   pinned Go modules first, about 15 minutes on 2 cores (once; later runs take about a minute)."
+	echo "   pinned Go modules first, with MinIO, Helm and mc about 20 minutes on 2 cores (once; later runs take about a minute)."
 fi
 if timeout 10 kubectl --kubeconfig="$kc" get --raw /readyz >/dev/null 2>&1; then
 	echo "   The cluster is up already: keeping it, and reinstalling the demo on it."
