@@ -397,6 +397,20 @@ func TestStorageOutageMidUpload(t *testing.T) {
 	r.shutdown(t)
 }
 
+// fileBucket is the file:// destination of directory dir.
+func fileBucket(t *testing.T, dir string) storage.Bucket {
+	t.Helper()
+	d, err := destination.Parse("file://" + dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket, err := storage.Open(d, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bucket
+}
+
 // midStream is a bucket whose Put closes reached once it has read after
 // bytes of what it uploads.
 type midStream struct {
@@ -516,14 +530,7 @@ func TestFilesystemBackendAndSparseFile(t *testing.T) {
 		t.Skip("2 GiB")
 	}
 	out := t.TempDir()
-	d, err := destination.Parse("file://" + out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bucket, err := storage.Open(d, storage.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	bucket := fileBucket(t, out)
 	r := startUploader(t, bucket, nil)
 	path := filepath.Join(r.dumps, "app", "java_pid1.hprof")
 	if err := os.MkdirAll(filepath.Dir(path), 0o777); err != nil {
@@ -633,14 +640,7 @@ func TestKeyPattern(t *testing.T) {
 	for _, comp := range Compressions() {
 		t.Run(comp, func(t *testing.T) {
 			out := t.TempDir()
-			d, err := destination.Parse("file://" + out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			bucket, err := storage.Open(d, storage.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			bucket := fileBucket(t, out)
 			r := startUploader(t, bucket, func(o *Options) { o.Compression = comp })
 			defer r.shutdown(t)
 			const file = "manual-20261123T101112.345Z-pid7.hprof"

@@ -18,7 +18,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -168,16 +167,19 @@ func (e *env) kubectl(args ...string) string { e.t.Helper(); return e.must(nil, 
 
 func (e *env) apply(objs ...map[string]any) {
 	e.t.Helper()
+	e.must(jsonLines(e.t, objs), "kubectl", "apply", "-f", "-")
+}
+
+// jsonLines is objs as kubectl apply -f - reads them: one JSON document a
+// line.
+func jsonLines(t testing.TB, objs []map[string]any) []byte {
+	t.Helper()
 	var buf bytes.Buffer
 	for _, o := range objs {
-		b, err := json.Marshal(o)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		buf.Write(b)
+		buf.WriteString(mustJSON(t, o))
 		buf.WriteByte('\n')
 	}
-	e.must(buf.Bytes(), "kubectl", "apply", "-f", "-")
+	return buf.Bytes()
 }
 
 // eventually polls f every second until it returns nil or the time is up.

@@ -64,17 +64,7 @@ func TestMinIOStoppedDuringOOM(t *testing.T) {
 	keyPrefix := fmt.Sprintf("%s/%s/deployment-oom-app/%s/app/", prefix, ns, pod.Name)
 	e.waitDumps("the first OOM dump is in MinIO (MinIO up)", ns, pod.Name, keyPrefix, "-oom-", 1, 4*time.Minute)
 
-	e.kubectl("-n", minioNS, "scale", minio, "--replicas=0")
-	e.eventually("no MinIO pod left", 2*time.Minute, func() error {
-		out, err := e.run(nil, "kubectl", "-n", minioNS, "get", "pods", "-l", "app.kubernetes.io/name=minio", "-o", "name")
-		if err != nil {
-			return err
-		}
-		if s := strings.TrimSpace(out); s != "" {
-			return fmt.Errorf("still there: %s", s)
-		}
-		return nil
-	})
+	e.scaleToZero(minioNS, "minio", "app.kubernetes.io/name=minio", 2*time.Minute)
 	stopped := time.Now()
 	p := e.pod(ns, pod.Name)
 	restartsAtStop := restarts(&p, "app")

@@ -188,17 +188,7 @@ func TestDeletedReplicasDumpOneAtATime(t *testing.T) {
 	time.Sleep(2 * time.Second) // the followers are attached
 
 	start := time.Now()
-	e.kubectl("-n", ns, "scale", "deployment/"+name, "--replicas=0")
-	e.eventually("the three pods are gone", 3*time.Minute, func() error {
-		left, err := e.pods(ns, "app="+name)
-		if err != nil {
-			return err
-		}
-		if len(left) > 0 {
-			return fmt.Errorf("%d pods left", len(left))
-		}
-		return nil
-	})
+	e.scaleToZero(ns, name, "app="+name, 3*time.Minute)
 	wg.Wait()
 	t.Logf("scaled to 0; all pods gone after %.1fs", time.Since(start).Seconds())
 

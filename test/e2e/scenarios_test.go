@@ -64,17 +64,9 @@ func holdDeployment(ns, name string, replicas, mib int) map[string]any {
 // ServiceAccount yet.
 func (e *env) create(what string, objs ...map[string]any) {
 	e.t.Helper()
-	var buf strings.Builder
-	for _, o := range objs {
-		b, err := json.Marshal(o)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		buf.Write(b)
-		buf.WriteByte('\n')
-	}
+	docs := jsonLines(e.t, objs)
 	e.eventually(what, 30*time.Second, func() error {
-		_, err := e.run([]byte(buf.String()), "kubectl", "apply", "-f", "-")
+		_, err := e.run(docs, "kubectl", "apply", "-f", "-")
 		return err
 	})
 }
@@ -88,8 +80,13 @@ func (e *env) pod(ns, name string) corev1.Pod {
 	return pod
 }
 
+// pods lists the pods of ns that match selector (all of them for "").
 func (e *env) pods(ns, selector string) ([]corev1.Pod, error) {
-	out, err := e.run(nil, "kubectl", "-n", ns, "get", "pods", "-l", selector, "-o", "json")
+	args := []string{"-n", ns, "get", "pods", "-o", "json"}
+	if selector != "" {
+		args = append(args, "-l", selector)
+	}
+	out, err := e.run(nil, "kubectl", args...)
 	if err != nil {
 		return nil, err
 	}
@@ -98,6 +95,27 @@ func (e *env) pods(ns, selector string) ([]corev1.Pod, error) {
 		return nil, err
 	}
 	return list.Items, nil
+}
+
+// scaleToZero scales the Deployment to zero replicas and waits until no pod
+// matching selector ("": none in ns) is left.
+func (e *env) scaleToZero(ns, deployment, selector string, timeout time.Duration) {
+	e.t.Helper()
+	e.kubectl("-n", ns, "scale", "deployment/"+deployment, "--replicas=0")
+	e.eventually("no pod of deployment/"+deployment+" left in "+ns, timeout, func() error {
+		left, err := e.pods(ns, selector)
+		if err != nil {
+			return err
+		}
+		if len(left) > 0 {
+			names := make([]string, len(left))
+			for i, p := range left {
+				names[i] = p.Name
+			}
+			return fmt.Errorf("still there: %s", strings.Join(names, " "))
+		}
+		return nil
+	})
 }
 
 // ready is nil when the pod runs with all its containers ready.
@@ -384,17 +402,7 @@ func TestWebhookDownPodsStartUninjected(t *testing.T) {
 		t.Logf("webhook back with %s replicas in %.0fs", replicas, time.Since(start).Seconds())
 	})
 
-	e.kubectl("-n", webhookNS, "scale", deploy, "--replicas=0")
-	e.eventually("no webhook pod left", 2*time.Minute, func() error {
-		out, err := e.run(nil, "kubectl", "-n", webhookNS, "get", "pods", "-o", "name")
-		if err != nil {
-			return err
-		}
-		if s := strings.TrimSpace(out); s != "" {
-			return fmt.Errorf("still there: %s", s)
-		}
-		return nil
-	})
+	e.scaleToZero(webhookNS, release, "", 2*time.Minute)
 
 	start := time.Now()
 	e.create("pod created with the webhook down", holdPod(ns, "unguarded", nil))
