@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 )
 
 func TestParseDump(t *testing.T) {
@@ -27,7 +27,7 @@ func TestParseDump(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Reason != settings.ReasonPreStop || o.Policy != settings.PolicyOnPressure || !o.Deadline.Equal(now.Add(time.Minute)) || timeout != 0 || o.Then == "" {
+	if o.Reason != contract.ReasonPreStop || o.Policy != contract.PolicyOnPressure || !o.Deadline.Equal(now.Add(time.Minute)) || timeout != 0 || o.Then == "" {
 		t.Errorf("hook options: %+v timeout %v", o, timeout)
 	}
 	// By hand: defaults next to the binary, manual, always, a timeout.
@@ -35,7 +35,7 @@ func TestParseDump(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Dir != filepath.Join(shared, "dumps") || o.Reason != settings.ReasonManual || o.Policy != settings.PolicyAlways || timeout != 5*time.Minute || !o.Deadline.IsZero() {
+	if o.Dir != filepath.Join(shared, "dumps") || o.Reason != contract.ReasonManual || o.Policy != contract.PolicyAlways || timeout != 5*time.Minute || !o.Deadline.IsZero() {
 		t.Errorf("manual options: %+v timeout %v", o, timeout)
 	}
 	for _, tc := range []struct {

@@ -17,9 +17,9 @@ import (
 
 	"github.com/minio/minio-go/v7"
 
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/dumplock"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof/hproftest"
-	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
 )
 
@@ -36,9 +36,9 @@ func startLockPod(t *testing.T, bin, name string, srv *miniotest.Server, creds s
 	t.Helper()
 	shared := openDir(t)
 	p := &lockPod{name: name, shared: shared}
-	p.up = startUploadAs(t, bin, shared, srv, creds, nil, settings.EnvPodName+"="+name)
+	p.up = startUploadAs(t, bin, shared, srv, creds, nil, contract.EnvPodName+"="+name)
 	waitLog(t, p.up, `"msg":"watching for heap dumps"`, 10*time.Second)
-	if fi, err := os.Stat(filepath.Join(shared, settings.BinDir, settings.LockSocketName)); err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o666 {
+	if fi, err := os.Stat(filepath.Join(shared, contract.BinDir, contract.LockSocketName)); err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o666 {
 		t.Fatalf("lock socket of %s: %v %v\n%s", name, fi, err, p.up.logString())
 	}
 	p.jvm = hproftest.Hold(t, hproftest.HoldSpec{LiveMB: 150, Opts: []string{"-Xmx400m"}, UID: 1000, GID: 1000})
@@ -48,11 +48,11 @@ func startLockPod(t *testing.T, bin, name string, srv *miniotest.Server, creds s
 // preStop runs the hook as the webhook writes it, from the shared volume,
 // as the app's uid.
 func (p *lockPod) preStop(grace int) *exec.Cmd {
-	cmd := exec.Command(filepath.Join(p.shared, settings.BinDir, settings.BinaryName), settings.CmdDump,
-		settings.FlagReason+"="+settings.ReasonPreStop, settings.FlagPolicy+"="+settings.PolicyAlways,
-		settings.FlagDir+"="+filepath.Join(p.shared, settings.DumpsDir, "app"), settings.FlagContainer+"=app",
-		settings.FlagNamespace+"=shop", settings.FlagWorkload+"=deployment/web",
-		fmt.Sprintf("%s=%d", settings.FlagGracePeriod, grace), fmt.Sprintf("--pid=%d", p.jvm.PID))
+	cmd := exec.Command(filepath.Join(p.shared, contract.BinDir, contract.BinaryName), contract.CmdDump,
+		contract.FlagReason+"="+contract.ReasonPreStop, contract.FlagPolicy+"="+contract.PolicyAlways,
+		contract.FlagDir+"="+filepath.Join(p.shared, contract.DumpsDir, "app"), contract.FlagContainer+"=app",
+		contract.FlagNamespace+"=shop", contract.FlagWorkload+"=deployment/web",
+		fmt.Sprintf("%s=%d", contract.FlagGracePeriod, grace), fmt.Sprintf("--pid=%d", p.jvm.PID))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1000, Gid: 1000}}
 	return cmd
 }
@@ -198,8 +198,8 @@ func TestPreStopLockAcrossPods(t *testing.T) {
 
 	// On demand, as kubectl exec runs it (no hook flags): the dump command
 	// prints the object URL the uploader will use, and the dump arrives there.
-	manual := exec.Command(filepath.Join(b.shared, settings.BinDir, settings.BinaryName), settings.CmdDump,
-		"--dir="+filepath.Join(b.shared, settings.DumpsDir, "app"), fmt.Sprintf("--pid=%d", b.jvm.PID))
+	manual := exec.Command(filepath.Join(b.shared, contract.BinDir, contract.BinaryName), contract.CmdDump,
+		"--dir="+filepath.Join(b.shared, contract.DumpsDir, "app"), fmt.Sprintf("--pid=%d", b.jvm.PID))
 	manual.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1000, Gid: 1000}}
 	out, err := manual.CombinedOutput()
 	if err != nil {

@@ -1,7 +1,7 @@
 // Command dumpcatcher runs inside the pods dumpcatcher injects: `upload` is
 // the uploader sidecar, `dump` takes heap dumps in app containers (the
 // preStop hook and on demand), `version` prints the version. Every flag of upload
-// falls back to an environment variable (see sidecar/settings), which is how
+// falls back to an environment variable (see internal/contract), which is how
 // the webhook configures it.
 package main
 
@@ -22,10 +22,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/destination"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/dumplock"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/objectkey"
-	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/spool"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/uploader"
@@ -62,7 +61,7 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) er
 		return errors.New("no command")
 	}
 	switch args[0] {
-	case settings.CmdUpload:
+	case contract.CmdUpload:
 		cfg, err := parseUpload(args[1:], stderr, getenv)
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -71,7 +70,7 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) er
 			return err
 		}
 		return upload(cfg)
-	case settings.CmdDump:
+	case contract.CmdDump:
 		return runDump(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, version)
@@ -87,7 +86,7 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) er
 // uploadConfig is upload's validated settings.
 type uploadConfig struct {
 	dir            string
-	dest           destination.Destination
+	dest           contract.Destination
 	destRaw        string
 	credentialsDir string
 	caFile         string
@@ -115,22 +114,22 @@ func parseUpload(args []string, stderr io.Writer, getenv func(string) string) (u
 		fs.StringVar(p, name, env(envName, def), help+" ($"+envName+")")
 	}
 	var tmpl, drain, quiet, containers, level string
-	str(&c.dir, "dir", settings.EnvDir, settings.SidecarDir, "the shared volume")
-	str(&c.destRaw, "destination", settings.EnvDestination, "", "storage URL: s3://bucket/prefix?endpoint=...&region=...&path-style=true or file:///path (required)")
-	str(&c.credentialsDir, "credentials-dir", settings.EnvCredentialsDir, "", "directory of the mounted credentials Secret (empty: the AWS default chain)")
-	str(&c.caFile, "ca-file", settings.EnvCAFile, "", "PEM bundle to trust for an https endpoint")
-	str(&tmpl, "key-template", settings.EnvKeyTemplate, objectkey.Default, "object key template")
-	str(&c.compression, "compression", settings.EnvCompression, uploader.CompressionGzip, "gzip, zstd or none (gzip files are sent as they are)")
-	str(&c.metricsAddr, "metrics-address", settings.EnvMetricsAddress, "", "serve Prometheus metrics on this address, e.g. :9090 (empty: off)")
-	str(&drain, "drain-timeout", settings.EnvDrainTimeout, "25s", "how long uploads go on after SIGTERM")
-	str(&quiet, "quiet-period", settings.EnvQuietPeriod, "2m", "how long a half-written file must stay unchanged before it is uploaded as incomplete")
-	str(&containers, "containers", settings.EnvContainers, "", "target containers, comma-separated (their dump directories are created at start)")
-	str(&c.identity.Namespace, "pod-namespace", settings.EnvPodNamespace, "", "the pod's namespace")
-	str(&c.identity.Pod, "pod-name", settings.EnvPodName, "", "the pod's name")
-	str(&c.identity.PodUID, "pod-uid", settings.EnvPodUID, "", "the pod's UID")
-	str(&c.identity.Node, "node-name", settings.EnvNodeName, "", "the node's name")
-	str(&c.identity.Workload, "workload", settings.EnvWorkload, "", "the pod's workload, kind/name")
-	str(&level, "log-level", settings.EnvLogLevel, "info", "debug, info, warn or error")
+	str(&c.dir, "dir", contract.EnvDir, contract.SidecarDir, "the shared volume")
+	str(&c.destRaw, "destination", contract.EnvDestination, "", "storage URL: s3://bucket/prefix?endpoint=...&region=...&path-style=true or file:///path (required)")
+	str(&c.credentialsDir, "credentials-dir", contract.EnvCredentialsDir, "", "directory of the mounted credentials Secret (empty: the AWS default chain)")
+	str(&c.caFile, "ca-file", contract.EnvCAFile, "", "PEM bundle to trust for an https endpoint")
+	str(&tmpl, "key-template", contract.EnvKeyTemplate, objectkey.Default, "object key template")
+	str(&c.compression, "compression", contract.EnvCompression, uploader.CompressionGzip, "gzip, zstd or none (gzip files are sent as they are)")
+	str(&c.metricsAddr, "metrics-address", contract.EnvMetricsAddress, "", "serve Prometheus metrics on this address, e.g. :9090 (empty: off)")
+	str(&drain, "drain-timeout", contract.EnvDrainTimeout, "25s", "how long uploads go on after SIGTERM")
+	str(&quiet, "quiet-period", contract.EnvQuietPeriod, "2m", "how long a half-written file must stay unchanged before it is uploaded as incomplete")
+	str(&containers, "containers", contract.EnvContainers, "", "target containers, comma-separated (their dump directories are created at start)")
+	str(&c.identity.Namespace, "pod-namespace", contract.EnvPodNamespace, "", "the pod's namespace")
+	str(&c.identity.Pod, "pod-name", contract.EnvPodName, "", "the pod's name")
+	str(&c.identity.PodUID, "pod-uid", contract.EnvPodUID, "", "the pod's UID")
+	str(&c.identity.Node, "node-name", contract.EnvNodeName, "", "the node's name")
+	str(&c.identity.Workload, "workload", contract.EnvWorkload, "", "the pod's workload, kind/name")
+	str(&level, "log-level", contract.EnvLogLevel, "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -141,45 +140,45 @@ func parseUpload(args []string, stderr io.Writer, getenv func(string) string) (u
 		return fmt.Errorf("--%s ($%s): %v", flagName, envName, err)
 	}
 	if !filepath.IsAbs(c.dir) {
-		return c, bad("dir", settings.EnvDir, fmt.Errorf("%q is not an absolute path", c.dir))
+		return c, bad("dir", contract.EnvDir, fmt.Errorf("%q is not an absolute path", c.dir))
 	}
 	if c.destRaw == "" {
-		return c, bad("destination", settings.EnvDestination, errors.New("required: where dumps go, e.g. s3://heap-dumps/prod?region=eu-west-1"))
+		return c, bad("destination", contract.EnvDestination, errors.New("required: where dumps go, e.g. s3://heap-dumps/prod?region=eu-west-1"))
 	}
-	d, err := destination.Parse(c.destRaw)
+	d, err := contract.ParseDestination(c.destRaw)
 	if err != nil {
-		return c, bad("destination", settings.EnvDestination, err)
+		return c, bad("destination", contract.EnvDestination, err)
 	}
 	c.dest = d
 	if c.template, err = objectkey.Parse(tmpl); err != nil {
-		return c, bad("key-template", settings.EnvKeyTemplate, err)
+		return c, bad("key-template", contract.EnvKeyTemplate, err)
 	}
 	if !slices.Contains(uploader.Compressions(), c.compression) {
-		return c, bad("compression", settings.EnvCompression, fmt.Errorf("%q is not one of %s", c.compression, strings.Join(uploader.Compressions(), ", ")))
+		return c, bad("compression", contract.EnvCompression, fmt.Errorf("%q is not one of %s", c.compression, strings.Join(uploader.Compressions(), ", ")))
 	}
 	if c.drain, err = time.ParseDuration(drain); err != nil || c.drain <= 0 {
-		return c, bad("drain-timeout", settings.EnvDrainTimeout, fmt.Errorf("%q is not a positive duration such as 25s", drain))
+		return c, bad("drain-timeout", contract.EnvDrainTimeout, fmt.Errorf("%q is not a positive duration such as 25s", drain))
 	}
 	if c.quiet, err = time.ParseDuration(quiet); err != nil || c.quiet <= 0 {
-		return c, bad("quiet-period", settings.EnvQuietPeriod, fmt.Errorf("%q is not a positive duration such as 2m", quiet))
+		return c, bad("quiet-period", contract.EnvQuietPeriod, fmt.Errorf("%q is not a positive duration such as 2m", quiet))
 	}
 	if c.caFile != "" {
 		if _, err := os.Stat(c.caFile); err != nil {
-			return c, bad("ca-file", settings.EnvCAFile, err)
+			return c, bad("ca-file", contract.EnvCAFile, err)
 		}
 	}
 	if c.metricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.metricsAddr); err != nil {
-			return c, bad("metrics-address", settings.EnvMetricsAddress, err)
+			return c, bad("metrics-address", contract.EnvMetricsAddress, err)
 		}
 	}
 	if err := c.logLevel.Set(level); err != nil {
-		return c, bad("log-level", settings.EnvLogLevel, err)
+		return c, bad("log-level", contract.EnvLogLevel, err)
 	}
 	for _, n := range strings.Split(containers, ",") {
 		if n = strings.TrimSpace(n); n != "" {
 			if strings.ContainsAny(n, "/\\") || n == "." || n == ".." {
-				return c, bad("containers", settings.EnvContainers, fmt.Errorf("%q is not a container name", n))
+				return c, bad("containers", contract.EnvContainers, fmt.Errorf("%q is not a container name", n))
 			}
 			c.containers = append(c.containers, n)
 		}
@@ -209,10 +208,10 @@ func upload(c uploadConfig) error {
 
 	// Place this binary in the shared volume for the preStop hook and
 	// `kubectl exec ... dumpcatcher dump` in app containers.
-	if err := placeBinary(filepath.Join(c.dir, settings.BinDir, settings.BinaryName)); err != nil {
+	if err := placeBinary(filepath.Join(c.dir, contract.BinDir, contract.BinaryName)); err != nil {
 		log.Error("could not place the dumpcatcher binary in the shared volume; preStop dumps will fail", zap.Error(err))
 	}
-	dumps := filepath.Join(c.dir, settings.DumpsDir)
+	dumps := filepath.Join(c.dir, contract.DumpsDir)
 	for _, name := range c.containers {
 		d := filepath.Join(dumps, name)
 		if err := os.MkdirAll(d, 0o777); err == nil {
@@ -261,7 +260,7 @@ func upload(c uploadConfig) error {
 	lockCtx, stopLocks := context.WithCancel(context.Background())
 	defer stopLocks()
 	if store, ok := bucket.(storage.Conditional); ok {
-		socket := filepath.Join(c.dir, settings.BinDir, settings.LockSocketName)
+		socket := filepath.Join(c.dir, contract.BinDir, contract.LockSocketName)
 		ln, err := dumplock.Listen(socket)
 		if err != nil {
 			log.Error("could not listen for dump lock requests; preStop dumps go ahead without the lock", zap.String("socket", socket), zap.Error(err))
@@ -318,7 +317,7 @@ func (c uploadConfig) containerOf(container, file string) string {
 		return c.containers[0]
 	}
 	for _, name := range c.containers {
-		if _, err := os.Stat(filepath.Join(c.dir, settings.DumpsDir, name, file)); err == nil {
+		if _, err := os.Stat(filepath.Join(c.dir, contract.DumpsDir, name, file)); err == nil {
 			return name
 		}
 	}

@@ -15,13 +15,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
 	"github.com/minio/minio-go/v7"
 )
 
 func TestParseUpload(t *testing.T) {
-	base := map[string]string{settings.EnvDestination: "s3://dumps"}
+	base := map[string]string{contract.EnvDestination: "s3://dumps"}
 	with := func(kv ...string) map[string]string {
 		m := map[string]string{}
 		for k, v := range base {
@@ -39,28 +39,28 @@ func TestParseUpload(t *testing.T) {
 		wantErr string
 		check   func(t *testing.T, c uploadConfig)
 	}{
-		{name: "environment as the webhook sets it", env: with(settings.EnvDir, "/dc", settings.EnvContainers, "app, worker", settings.EnvPodName, "web-1", settings.EnvWorkload, "deployment/web"),
+		{name: "environment as the webhook sets it", env: with(contract.EnvDir, "/dc", contract.EnvContainers, "app, worker", contract.EnvPodName, "web-1", contract.EnvWorkload, "deployment/web"),
 			check: func(t *testing.T, c uploadConfig) {
 				if c.dir != "/dc" || c.dest.Bucket != "dumps" || c.compression != "gzip" || c.drain != 25*time.Second || c.quiet != 2*time.Minute ||
 					strings.Join(c.containers, ",") != "app,worker" || c.identity.Pod != "web-1" || c.identity.Workload != "deployment/web" {
 					t.Errorf("got %+v", c)
 				}
 			}},
-		{name: "flags beat the environment", args: []string{"--compression", "zstd", "--dir", "/x"}, env: with(settings.EnvCompression, "none"),
+		{name: "flags beat the environment", args: []string{"--compression", "zstd", "--dir", "/x"}, env: with(contract.EnvCompression, "none"),
 			check: func(t *testing.T, c uploadConfig) {
 				if c.compression != "zstd" || c.dir != "/x" {
 					t.Errorf("got %+v", c)
 				}
 			}},
 		{name: "no destination", env: map[string]string{}, wantErr: "--destination ($DUMPCATCHER_DESTINATION): required"},
-		{name: "bad destination", env: with(settings.EnvDestination, "gs://x"), wantErr: `--destination ($DUMPCATCHER_DESTINATION): unsupported scheme "gs"`},
-		{name: "bad compression", env: with(settings.EnvCompression, "lz4"), wantErr: `--compression ($DUMPCATCHER_COMPRESSION): "lz4" is not one of gzip, zstd, none`},
-		{name: "bad template", env: with(settings.EnvKeyTemplate, "{pod}"), wantErr: "--key-template ($DUMPCATCHER_KEY_TEMPLATE): key template \"{pod}\": must use {file} and {time}"},
-		{name: "bad drain", env: with(settings.EnvDrainTimeout, "soon"), wantErr: `--drain-timeout ($DUMPCATCHER_DRAIN_TIMEOUT): "soon" is not a positive duration`},
+		{name: "bad destination", env: with(contract.EnvDestination, "gs://x"), wantErr: `--destination ($DUMPCATCHER_DESTINATION): unsupported scheme "gs"`},
+		{name: "bad compression", env: with(contract.EnvCompression, "lz4"), wantErr: `--compression ($DUMPCATCHER_COMPRESSION): "lz4" is not one of gzip, zstd, none`},
+		{name: "bad template", env: with(contract.EnvKeyTemplate, "{pod}"), wantErr: "--key-template ($DUMPCATCHER_KEY_TEMPLATE): key template \"{pod}\": must use {file} and {time}"},
+		{name: "bad drain", env: with(contract.EnvDrainTimeout, "soon"), wantErr: `--drain-timeout ($DUMPCATCHER_DRAIN_TIMEOUT): "soon" is not a positive duration`},
 		{name: "relative dir", args: []string{"--dir", "dumps"}, env: base, wantErr: `--dir ($DUMPCATCHER_DIR): "dumps" is not an absolute path`},
-		{name: "missing CA file", env: with(settings.EnvCAFile, "/nonexistent/ca.pem"), wantErr: "--ca-file ($DUMPCATCHER_CA_FILE)"},
-		{name: "bad container", env: with(settings.EnvContainers, "../etc"), wantErr: `--containers ($DUMPCATCHER_CONTAINERS): "../etc" is not a container name`},
-		{name: "bad log level", env: with(settings.EnvLogLevel, "loud"), wantErr: "--log-level ($DUMPCATCHER_LOG_LEVEL)"},
+		{name: "missing CA file", env: with(contract.EnvCAFile, "/nonexistent/ca.pem"), wantErr: "--ca-file ($DUMPCATCHER_CA_FILE)"},
+		{name: "bad container", env: with(contract.EnvContainers, "../etc"), wantErr: `--containers ($DUMPCATCHER_CONTAINERS): "../etc" is not a container name`},
+		{name: "bad log level", env: with(contract.EnvLogLevel, "loud"), wantErr: "--log-level ($DUMPCATCHER_LOG_LEVEL)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -144,9 +144,9 @@ func startUploadAs(t *testing.T, bin, dir string, srv *miniotest.Server, creds s
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	}
 	cmd.Env = append(os.Environ(),
-		settings.EnvDir+"="+dir, settings.EnvDestination+"="+srv.URL("e2e"), settings.EnvCredentialsDir+"="+creds,
-		settings.EnvCompression+"=none", settings.EnvContainers+"=app", settings.EnvPodName+"=web-1", settings.EnvPodNamespace+"=shop",
-		settings.EnvWorkload+"=deployment/web", settings.EnvDrainTimeout+"=5s")
+		contract.EnvDir+"="+dir, contract.EnvDestination+"="+srv.URL("e2e"), contract.EnvCredentialsDir+"="+creds,
+		contract.EnvCompression+"=none", contract.EnvContainers+"=app", contract.EnvPodName+"=web-1", contract.EnvPodNamespace+"=shop",
+		contract.EnvWorkload+"=deployment/web", contract.EnvDrainTimeout+"=5s")
 	cmd.Env = append(cmd.Env, env...)
 	p := &proc{cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs

@@ -19,9 +19,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/dumplock"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/jvm"
-	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
 )
 
 // Options configure Run.
@@ -101,13 +101,13 @@ func Run(ctx context.Context, o Options) error {
 	if o.Then != "" {
 		then = &handler{}
 		if err := json.Unmarshal([]byte(o.Then), then); err != nil {
-			return fmt.Errorf("%s: not a preStop handler: %w", settings.FlagThen, err)
+			return fmt.Errorf("%s: not a preStop handler: %w", contract.FlagThen, err)
 		}
 	}
 	switch o.Policy {
-	case settings.PolicyAlways, settings.PolicyOnPressure, settings.PolicyNever:
+	case contract.PolicyAlways, contract.PolicyOnPressure, contract.PolicyNever:
 	default:
-		return fmt.Errorf("%s: %q is not one of always, on-pressure, never", settings.FlagPolicy, o.Policy)
+		return fmt.Errorf("%s: %q is not one of always, on-pressure, never", contract.FlagPolicy, o.Policy)
 	}
 	dumpCtx := ctx
 	if !o.Deadline.IsZero() {
@@ -127,7 +127,7 @@ func Run(ctx context.Context, o Options) error {
 }
 
 func dump(ctx context.Context, o Options) {
-	if o.Policy == settings.PolicyNever {
+	if o.Policy == contract.PolicyNever {
 		fmt.Fprintln(o.Out, "policy never: no dump")
 		return
 	}
@@ -153,7 +153,7 @@ func dump(ctx context.Context, o Options) {
 	}
 	var dumps []jvm.Process
 	for _, p := range procs {
-		if o.Policy == settings.PolicyOnPressure {
+		if o.Policy == contract.PolicyOnPressure {
 			rep, err := jvm.Pressure(p, o.Thresholds)
 			switch {
 			case err != nil:
@@ -178,7 +178,7 @@ func dump(ctx context.Context, o Options) {
 		defer release()
 	}
 	for _, p := range dumps {
-		name := settings.DumpFileName(o.Reason, o.Now(), p.NSPID)
+		name := contract.DumpFileName(o.Reason, o.Now(), p.NSPID)
 		start := o.Now()
 		path, err := jvm.HeapDumpWith(ctx, p, o.Dir, name, jvm.DumpOptions{Live: !o.All})
 		switch {

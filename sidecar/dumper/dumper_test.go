@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/dumplock"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof/hproftest"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/jvm"
-	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
 )
 
 // startJVM runs a JVM that holds mb MiB live and then sleeps.
@@ -31,7 +31,7 @@ func startJVM(t *testing.T, mb int, jvmArgs ...string) *exec.Cmd {
 func options(t *testing.T, pid int, policy string) (Options, *bytes.Buffer, string) {
 	dir := t.TempDir()
 	var out bytes.Buffer
-	return Options{ProcRoot: "/proc", Dir: dir, Reason: settings.ReasonPreStop, Policy: policy, Thresholds: jvm.DefaultThresholds(),
+	return Options{ProcRoot: "/proc", Dir: dir, Reason: contract.ReasonPreStop, Policy: policy, Thresholds: jvm.DefaultThresholds(),
 		PIDs: []int{pid}, Out: &out}, &out, dir
 }
 
@@ -43,7 +43,7 @@ func dumps(t *testing.T, dir string) []string {
 
 func TestAlwaysDumpsThenRunsTheSleepHandler(t *testing.T) {
 	cmd := startJVM(t, 20, "-Xmx128m")
-	o, out, dir := options(t, cmd.Process.Pid, settings.PolicyAlways)
+	o, out, dir := options(t, cmd.Process.Pid, contract.PolicyAlways)
 	o.Then = `{"sleep":{"seconds":1}}`
 	start := time.Now()
 	if err := Run(context.Background(), o); err != nil {
@@ -60,7 +60,7 @@ func TestAlwaysDumpsThenRunsTheSleepHandler(t *testing.T) {
 	if err != nil || !rep.Complete {
 		t.Fatalf("dump not complete: %+v %v", rep, err)
 	}
-	if settings.ReasonOf(filepath.Base(got[0])) != settings.ReasonPreStop {
+	if contract.ReasonOf(filepath.Base(got[0])) != contract.ReasonPreStop {
 		t.Error("the uploader would not see the reason in the name")
 	}
 	hidden, _ := filepath.Glob(filepath.Join(dir, ".*"))
@@ -71,7 +71,7 @@ func TestAlwaysDumpsThenRunsTheSleepHandler(t *testing.T) {
 
 func TestOnPressureSkipsAnIdleJVM(t *testing.T) {
 	cmd := startJVM(t, 2, "-Xmx256m")
-	o, out, dir := options(t, cmd.Process.Pid, settings.PolicyOnPressure)
+	o, out, dir := options(t, cmd.Process.Pid, contract.PolicyOnPressure)
 	if err := Run(context.Background(), o); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestOnPressureSkipsAnIdleJVM(t *testing.T) {
 
 func TestOnPressureDumpsAFullJVM(t *testing.T) {
 	cmd := startJVM(t, 56, "-Xmx64m", "-XX:+UseSerialGC")
-	o, out, dir := options(t, cmd.Process.Pid, settings.PolicyOnPressure)
+	o, out, dir := options(t, cmd.Process.Pid, contract.PolicyOnPressure)
 	if err := Run(context.Background(), o); err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestNoJVMThenExecAndHTTPGet(t *testing.T) {
 		fmt.Sprintf(`{"exec":{"command":["sh","-c","echo ran > %s"]}}`, marker),
 		fmt.Sprintf(`{"httpGet":{"path":"/drain","port":%s,"httpHeaders":[{"name":"X-Why","value":"prestop"}]}}`, u.Port()),
 	} {
-		o, out, _ := options(t, 999999999, settings.PolicyAlways)
+		o, out, _ := options(t, 999999999, contract.PolicyAlways)
 		o.Then = then
 		start := time.Now()
 		if err := Run(context.Background(), o); err != nil {
@@ -131,7 +131,7 @@ func TestDeadlineShorterThanTheDump(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	o, out, dir := options(t, cmd.Process.Pid, settings.PolicyAlways)
+	o, out, dir := options(t, cmd.Process.Pid, contract.PolicyAlways)
 	o.Deadline = time.Now().Add(4 * time.Second)
 	start := time.Now()
 	if err := Run(context.Background(), o); err != nil {
@@ -175,10 +175,10 @@ func TestLock(t *testing.T) {
 		wantCall bool
 		wantOut  string
 	}{
-		{"free", settings.PolicyAlways, nil, true, true, "heap dump written"},
-		{"taken", settings.PolicyAlways, &dumplock.TakenError{Holder: "shop/orders-x", Expires: time.Now().Add(time.Minute)}, false, true, "no dump: another pod of the workload is taking a heap dump (shop/orders-x holds"},
-		{"unavailable", settings.PolicyAlways, fmt.Errorf("%w: no answer", dumplock.ErrUnavailable), true, true, "dumping without the workload's dump lock"},
-		{"not needed", settings.PolicyOnPressure, nil, false, false, "not under memory pressure"},
+		{"free", contract.PolicyAlways, nil, true, true, "heap dump written"},
+		{"taken", contract.PolicyAlways, &dumplock.TakenError{Holder: "shop/orders-x", Expires: time.Now().Add(time.Minute)}, false, true, "no dump: another pod of the workload is taking a heap dump (shop/orders-x holds"},
+		{"unavailable", contract.PolicyAlways, fmt.Errorf("%w: no answer", dumplock.ErrUnavailable), true, true, "dumping without the workload's dump lock"},
+		{"not needed", contract.PolicyOnPressure, nil, false, false, "not under memory pressure"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o, out, dir := options(t, cmd.Process.Pid, tc.policy)

@@ -15,7 +15,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/destination"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
 )
@@ -37,7 +37,7 @@ func (c *clock) Add(d time.Duration) {
 
 func fileStore(t *testing.T) *storage.Filesystem {
 	t.Helper()
-	d, err := destination.Parse("file://" + t.TempDir())
+	d, err := contract.ParseDestination("file://" + t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func fileStore(t *testing.T) *storage.Filesystem {
 func s3Store(t *testing.T) storage.Conditional {
 	t.Helper()
 	srv := miniotest.Start(t, miniotest.Options{})
-	d, err := destination.Parse(srv.URL("dumps"))
+	d, err := contract.ParseDestination(srv.URL("dumps"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 )
 
 // DumpOptions tune HeapDumpWith.
@@ -44,7 +44,7 @@ func HeapDump(ctx context.Context, p Process, dir, name string, live bool) (stri
 // The JVM writes into dir/.<name>.part/<name>, a private directory this
 // function creates with the JVM's uid; when the JVM reports success the file
 // is renamed to dir/name (never replacing a file) and the directory removed.
-// The uploader ignores names starting with "." (settings.TempPrefix), so it
+// The uploader ignores names starting with "." (contract.TempPrefix), so it
 // only ever sees complete dumps appear, by rename.
 //
 // When the JVM reports an error, or ctx ends first (the error then wraps
@@ -63,15 +63,15 @@ func HeapDumpWith(ctx context.Context, p Process, dir, name string, o DumpOption
 	if !filepath.IsAbs(dir) {
 		return "", fmt.Errorf("heap dump: the directory %q must be an absolute path (the JVM resolves relative ones against its own working directory)", dir)
 	}
-	if name == "" || name != filepath.Base(name) || strings.HasPrefix(name, settings.TempPrefix) || name == ".." {
-		return "", fmt.Errorf("heap dump: bad file name %q: a plain name not starting with %q", name, settings.TempPrefix)
+	if name == "" || name != filepath.Base(name) || strings.HasPrefix(name, contract.TempPrefix) || name == ".." {
+		return "", fmt.Errorf("heap dump: bad file name %q: a plain name not starting with %q", name, contract.TempPrefix)
 	}
 	if o.GzipLevel < 0 || o.GzipLevel > 9 {
 		return "", fmt.Errorf("heap dump: gzip level %d is not 0 to 9", o.GzipLevel)
 	}
 	dir = filepath.Clean(dir)
 	final := filepath.Join(dir, name)
-	work := filepath.Join(dir, settings.TempPrefix+name+partSuffix)
+	work := filepath.Join(dir, contract.TempPrefix+name+partSuffix)
 	part := filepath.Join(work, name)
 	if len(part) > maxArgLen {
 		return "", fmt.Errorf("heap dump: the path %s is longer than the %d bytes the attach protocol carries", part, maxArgLen)

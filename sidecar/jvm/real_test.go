@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof"
-	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
 )
 
 func TestAttachAndExecute(t *testing.T) {
@@ -121,7 +121,7 @@ func TestHeapDumpMatchesJcmd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	name := settings.DumpFileName(settings.ReasonManual, time.Now(), j.NSPID)
+	name := contract.DumpFileName(contract.ReasonManual, time.Now(), j.NSPID)
 	start := time.Now()
 	path, err := HeapDump(ctx, j.Process, dir, name, true)
 	ours := time.Since(start)

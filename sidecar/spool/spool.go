@@ -30,7 +30,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"go.uber.org/zap"
 )
 
@@ -103,7 +103,7 @@ func newID(now time.Time) string {
 func (s *Spool) Claim(path, container string, complete bool, size int64) (Entry, error) {
 	now := s.now()
 	file := filepath.Base(path)
-	e := Entry{ID: newID(now), Container: container, Source: path, File: file, Reason: settings.ReasonOf(file),
+	e := Entry{ID: newID(now), Container: container, Source: path, File: file, Reason: contract.ReasonOf(file),
 		Complete: complete, Size: size, ClaimedAt: now}
 	if err := s.Save(e); err != nil {
 		return Entry{}, err
@@ -216,7 +216,7 @@ func (s *Spool) Recover() ([]Entry, error) {
 		// Bytes without a record cannot come from Claim's order; keep them
 		// rather than lose them.
 		info, _ := d.Info()
-		e := Entry{ID: id, Container: "unknown", File: id + ".hprof", Reason: settings.ReasonOOM, Size: sizeOf(info), ClaimedAt: s.now()}
+		e := Entry{ID: id, Container: "unknown", File: id + ".hprof", Reason: contract.ReasonOOM, Size: sizeOf(info), ClaimedAt: s.now()}
 		if err := s.Save(e); err != nil {
 			return nil, err
 		}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 )
 
 // Names of the files CredentialsFromDir reads. For each value the first
@@ -214,7 +214,7 @@ func (c *chain) RetrieveWithCredContext(cc *credentials.CredContext) (credential
 	c.curr = nil
 	c.failedAt = time.Now()
 	c.failErr = fmt.Errorf("no S3 credentials: set %s (a mounted Secret) or provide AWS credentials (%s)",
-		settings.EnvCredentialsDir, strings.Join(errs, "; "))
+		contract.EnvCredentialsDir, strings.Join(errs, "; "))
 	return credentials.Value{}, c.failErr
 }
 

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/destination"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 )
 
 // Filesystem is the Bucket of a file:// destination: a directory, typically
@@ -46,7 +46,7 @@ const (
 // NewFilesystem returns the Bucket of a file:// destination. The directory
 // must exist: creating it could write dumps into the container's own
 // filesystem when the volume is not mounted, and lose them.
-func NewFilesystem(d destination.Destination) (*Filesystem, error) {
+func NewFilesystem(d contract.Destination) (*Filesystem, error) {
 	if d.Scheme != "file" {
 		return nil, fmt.Errorf("file storage: destination scheme is %q, not file", d.Scheme)
 	}

@@ -10,14 +10,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/destination"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/storagetest"
 )
 
 func openFile(t *testing.T, dir string) storage.Bucket {
 	t.Helper()
-	d, err := destination.Parse("file://" + dir)
+	d, err := contract.ParseDestination("file://" + dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestFilesystemSymlinkCannotEscape(t *testing.T) {
 }
 
 func TestFilesystemRootMustExist(t *testing.T) {
-	d, err := destination.Parse("file://" + filepath.Join(t.TempDir(), "not-mounted"))
+	d, err := contract.ParseDestination("file://" + filepath.Join(t.TempDir(), "not-mounted"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/minio/minio-go/v7"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/destination"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 )
 
 // S3 is the Bucket of an s3:// destination: AWS S3 or an S3-compatible store
@@ -40,7 +40,7 @@ var _ Bucket = (*S3)(nil)
 // virtual-host requests (https://bucket.host/key) for the endpoints it knows
 // support them (AWS, GCS, Alibaba OSS) and path-style for the others
 // (IP addresses, localhost, other hosts).
-func NewS3(d destination.Destination, opts Options) (*S3, error) {
+func NewS3(d contract.Destination, opts Options) (*S3, error) {
 	if d.Scheme != "s3" {
 		return nil, fmt.Errorf("s3 storage: destination scheme is %q, not s3", d.Scheme)
 	}

@@ -20,7 +20,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/destination"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/storagetest"
@@ -34,7 +34,7 @@ func openS3(t *testing.T, srv *miniotest.Server, endpoint, prefix string, opts s
 	if endpoint != "" {
 		raw = strings.Replace(raw, url.QueryEscape(srv.Endpoint), url.QueryEscape(endpoint), 1)
 	}
-	d, err := destination.Parse(raw)
+	d, err := contract.ParseDestination(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +268,7 @@ func TestS3OptionsValidation(t *testing.T) {
 		{"s3://b-1/p", storage.Options{PartSize: 1 << 20}, "part size"},
 		{"s3://b-1/p", storage.Options{PartsInFlight: -1}, "in flight"},
 	} {
-		d, err := destination.Parse(tc.url)
+		d, err := contract.ParseDestination(tc.url)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -276,7 +276,7 @@ func TestS3OptionsValidation(t *testing.T) {
 			t.Errorf("Open(%s, %+v) = %v, want an error about %q", tc.url, tc.opts, err, tc.want)
 		}
 	}
-	d, _ := destination.Parse("s3://b-1/pre/fix")
+	d, _ := contract.ParseDestination("s3://b-1/pre/fix")
 	b, err := storage.Open(d, storage.Options{Credentials: nil, CredentialsDir: "/nonexistent"})
 	if err != nil {
 		t.Fatal(err)

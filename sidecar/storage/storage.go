@@ -12,7 +12,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/destination"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 )
 
 // Bucket is where dumps go. Implementations are safe for concurrent use.
@@ -147,7 +147,7 @@ const (
 )
 
 // Open returns the Bucket for a parsed destination URL.
-func Open(d destination.Destination, opts Options) (Bucket, error) {
+func Open(d contract.Destination, opts Options) (Bucket, error) {
 	switch d.Scheme {
 	case "s3":
 		return NewS3(d, opts)

@@ -20,8 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/objectkey"
-	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/spool"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/watch"
@@ -404,7 +404,7 @@ func (u *Uploader) deliver(ctx context.Context, e *spool.Entry) error {
 	if e.Key == "" {
 		key, err := u.o.Template.Render(objectkey.Fields{
 			Namespace: u.o.Identity.Namespace, Workload: u.o.Identity.Workload, Pod: u.o.Identity.Pod,
-			Container: e.Container, Node: u.o.Identity.Node, Reason: e.Reason, File: settings.ShortName(e.File) + enc.suffix, Time: e.ClaimedAt,
+			Container: e.Container, Node: u.o.Identity.Node, Reason: e.Reason, File: contract.ShortName(e.File) + enc.suffix, Time: e.ClaimedAt,
 		})
 		if err != nil {
 			return err
@@ -546,7 +546,7 @@ func (u *Uploader) KeyPattern(container, file string) (string, error) {
 	}
 	key, err := u.o.Template.Render(objectkey.Fields{
 		Namespace: u.o.Identity.Namespace, Workload: u.o.Identity.Workload, Pod: u.o.Identity.Pod,
-		Container: container, Node: u.o.Identity.Node, Reason: settings.ReasonOf(file), File: settings.ShortName(file) + enc.suffix,
+		Container: container, Node: u.o.Identity.Node, Reason: contract.ReasonOf(file), File: contract.ShortName(file) + enc.suffix,
 		Time: keyPatternTime,
 	})
 	if err != nil {

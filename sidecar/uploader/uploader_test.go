@@ -16,14 +16,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/destination"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof/hproftest"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/objectkey"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/spool"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
-	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/minio/minio-go/v7"
@@ -98,7 +97,7 @@ func (r *rig) shutdown(t *testing.T) {
 
 func minioBucket(t *testing.T, srv *miniotest.Server, credsDir string) storage.Bucket {
 	t.Helper()
-	d, err := destination.Parse(srv.URL("cluster-a"))
+	d, err := contract.ParseDestination(srv.URL("cluster-a"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +248,7 @@ func TestRealJVMOOMDumpToMinIO(t *testing.T) {
 	keep := filepath.Join(t.TempDir(), "kept.hprof")
 	stopLink := linkWhenCreated(t, filepath.Join(dir, "java_pid*.hprof"), keep)
 	cmd := jvm.Command("-Xmx32m")
-	cmd.Env = append(os.Environ(), "JAVA_TOOL_OPTIONS="+inject.DumpOptions(dir))
+	cmd.Env = append(os.Environ(), "JAVA_TOOL_OPTIONS="+contract.DumpOptions(dir))
 	out, _ := cmd.CombinedOutput()
 	stopLink()
 	if !strings.Contains(string(out), "Heap dump file created") {
@@ -400,7 +399,7 @@ func TestStorageOutageMidUpload(t *testing.T) {
 // fileBucket is the file:// destination of directory dir.
 func fileBucket(t *testing.T, dir string) storage.Bucket {
 	t.Helper()
-	d, err := destination.Parse("file://" + dir)
+	d, err := contract.ParseDestination("file://" + dir)
 	if err != nil {
 		t.Fatal(err)
 	}

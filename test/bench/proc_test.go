@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
 	"github.com/minio/minio-go/v7"
 )
@@ -457,14 +457,14 @@ func (r *rig) startUploader(b testing.TB, compression string) *dcProc {
 	if err != nil {
 		b.Fatal(err)
 	}
-	u := &dcProc{dir: dir, dumps: filepath.Join(dir, settings.DumpsDir, "app"), done: make(chan struct{}),
+	u := &dcProc{dir: dir, dumps: filepath.Join(dir, contract.DumpsDir, "app"), done: make(chan struct{}),
 		out: &lineLog{watching: make(chan struct{}), delivered: make(chan delivery, 16)}}
 	u.cmd = exec.Command(r.bin, "upload")
 	u.cmd.Env = append(os.Environ(),
-		settings.EnvDir+"="+dir, settings.EnvDestination+"="+r.srv.URL("dc-"+compression),
-		settings.EnvCredentialsDir+"="+r.creds, settings.EnvCompression+"="+compression,
-		settings.EnvContainers+"=app", settings.EnvPodName+"=bench-0", settings.EnvPodNamespace+"=bench",
-		settings.EnvWorkload+"=deployment/bench", settings.EnvDrainTimeout+"=5s")
+		contract.EnvDir+"="+dir, contract.EnvDestination+"="+r.srv.URL("dc-"+compression),
+		contract.EnvCredentialsDir+"="+r.creds, contract.EnvCompression+"="+compression,
+		contract.EnvContainers+"=app", contract.EnvPodName+"=bench-0", contract.EnvPodNamespace+"=bench",
+		contract.EnvWorkload+"=deployment/bench", contract.EnvDrainTimeout+"=5s")
 	u.cmd.Env = append(u.cmd.Env, strings.Fields(os.Getenv(envUploaderEnv))...)
 	u.cmd.Stdout, u.cmd.Stderr = u.out, u.out
 	if err := u.cmd.Start(); err != nil {

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/test/chart/render"
 )
 
@@ -128,8 +128,8 @@ func TestDockerfiles(t *testing.T) {
 		file, binary, pkg string
 	}{
 		{"Dockerfile.webhook", "/usr/local/bin/dumpcatcher-webhook", "./cmd/dumpcatcher-webhook"},
-		// The webhook injects the uploader as settings.BinaryPath.
-		{"Dockerfile.sidecar", settings.BinaryPath, "./cmd/dumpcatcher"},
+		// The webhook injects the uploader as contract.BinaryPath.
+		{"Dockerfile.sidecar", contract.BinaryPath, "./cmd/dumpcatcher"},
 	}
 	for _, img := range images {
 		t.Run(img.file, func(t *testing.T) {
@@ -270,7 +270,7 @@ func hasArg(st stage, name string) bool {
 }
 
 // moduleDeps lists the packages of this module that pkg imports, directly
-// or not, relative to the module root (e.g. sidecar/settings).
+// or not, relative to the module root (e.g. internal/contract).
 func moduleDeps(t *testing.T, root, pkg string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

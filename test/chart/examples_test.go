@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/destination"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
 	"github.com/dumpcatcher/dumpcatcher/test/chart/render"
@@ -82,7 +82,7 @@ func TestExamplesFitTogether(t *testing.T) {
 		ex.credentials.StringData[storage.FileSecretAccessKey] != ex.root.StringData["UPLOAD_PASSWORD"] {
 		t.Error("credentials-secret.yaml is not the user the MinIO setup Job creates")
 	}
-	d, err := destination.Parse(ex.values.Destination)
+	d, err := contract.ParseDestination(ex.values.Destination)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestMinioExampleSetup(t *testing.T) {
 		}
 	}
 	local := strings.ReplaceAll(ex.values.Destination, "http://minio.minio.svc:9000", srv.Endpoint)
-	d, err := destination.Parse(local)
+	d, err := contract.ParseDestination(local)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func TestMinioExampleSetup(t *testing.T) {
 	}
 	// The user is confined to its bucket.
 	other := strings.Replace(local, "s3://heap-dumps/", "s3://unrelated/", 1)
-	od, err := destination.Parse(other)
+	od, err := contract.ParseDestination(other)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/test/chart/render"
 )
 
@@ -265,8 +265,8 @@ func TestImagesMatchDockerfiles(t *testing.T) {
 			if len(img.config.Entrypoint) == 0 || img.config.Entrypoint[0] != bin {
 				t.Errorf("entrypoint %q does not run the copied %s", img.config.Entrypoint, bin)
 			}
-			if tc.archive == "sidecar.tar" && bin != settings.BinaryPath {
-				t.Errorf("uploader binary at %s; the webhook runs %s", bin, settings.BinaryPath)
+			if tc.archive == "sidecar.tar" && bin != contract.BinaryPath {
+				t.Errorf("uploader binary at %s; the webhook runs %s", bin, contract.BinaryPath)
 			}
 			for k, v := range wantLabels {
 				if got := img.config.Labels[k]; got != v && !strings.Contains(v, "$") {

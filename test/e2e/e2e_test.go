@@ -34,7 +34,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/test/chart/render"
 	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
 )
@@ -510,11 +510,11 @@ func checkInjected(t *testing.T, pod *corev1.Pod, destination string, keep ...st
 	if sc.Image != "ghcr.io/dumpcatcher/dumpcatcher:"+imageTag {
 		t.Errorf("uploader image %s", sc.Image)
 	}
-	if !slices.Equal(sc.Command, []string{settings.BinaryPath, settings.CmdUpload}) {
+	if !slices.Equal(sc.Command, []string{contract.BinaryPath, contract.CmdUpload}) {
 		t.Errorf("uploader command %v", sc.Command)
 	}
-	if got := envValue(sc.Env, settings.EnvDestination); got != destination {
-		t.Errorf("uploader %s=%q, want %q", settings.EnvDestination, got, destination)
+	if got := envValue(sc.Env, contract.EnvDestination); got != destination {
+		t.Errorf("uploader %s=%q, want %q", contract.EnvDestination, got, destination)
 	}
 	app := pod.Spec.Containers[0]
 	jto := envValue(app.Env, "JAVA_TOOL_OPTIONS")

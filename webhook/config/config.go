@@ -11,8 +11,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/destination"
-	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -81,7 +80,7 @@ type Sidecar struct {
 func Default(version string) Config {
 	return Config{
 		MountPath:                        "/dumpcatcher",
-		PreStop:                          settings.PolicyOnPressure,
+		PreStop:                          contract.PolicyOnPressure,
 		MinTerminationGracePeriodSeconds: 60,
 		NativeSidecar:                    NativeAuto,
 		ExcludedNamespaces:               []string{},
@@ -156,7 +155,7 @@ func Parse(data []byte, version string) (Config, error) {
 // Validate checks every field and names the first bad one.
 func (c Config) Validate() error {
 	if c.Destination != "" {
-		if _, err := destination.Parse(c.Destination); err != nil {
+		if _, err := contract.ParseDestination(c.Destination); err != nil {
 			return fmt.Errorf("destination: %v", err)
 		}
 	}
@@ -173,8 +172,8 @@ func (c Config) Validate() error {
 			return fmt.Errorf("sizeLimit: %v", err)
 		}
 	}
-	if !slices.Contains(settings.Policies(), c.PreStop) {
-		return fmt.Errorf("preStop: %q is not one of %s", c.PreStop, strings.Join(settings.Policies(), ", "))
+	if !slices.Contains(contract.Policies(), c.PreStop) {
+		return fmt.Errorf("preStop: %q is not one of %s", c.PreStop, strings.Join(contract.Policies(), ", "))
 	}
 	if c.MinTerminationGracePeriodSeconds < 0 || c.MinTerminationGracePeriodSeconds > 3600 {
 		return fmt.Errorf("minTerminationGracePeriodSeconds: %d is outside 0..3600", c.MinTerminationGracePeriodSeconds)

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/webhook/config"
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
@@ -121,7 +121,7 @@ func fuzzInput(t *testing.T, data []byte) (Input, Options) {
 	for i, n := 0, c.n(3); i < n; i++ {
 		ic := c.container(c.pick("init", "dumpcatcher"))
 		if c.n(3) == 0 {
-			ic.Command = []string{settings.BinaryPath, settings.CmdUpload}
+			ic.Command = []string{contract.BinaryPath, contract.CmdUpload}
 		}
 		pod.Spec.InitContainers = append(pod.Spec.InitContainers, ic)
 	}
@@ -143,7 +143,7 @@ func fuzzInput(t *testing.T, data []byte) (Input, Options) {
 	cfg.CredentialsSecret = c.pick("", "creds")
 	cfg.SizeLimit = c.pick("", "1Gi")
 	cfg.MountPath = c.pick("/dumpcatcher", "/var/dump")
-	cfg.PreStop = c.pick(settings.Policies()...)
+	cfg.PreStop = c.pick(contract.Policies()...)
 	cfg.MinTerminationGracePeriodSeconds = []int64{0, 60}[c.n(2)]
 	cfg.ExcludedNamespaces = []string{"monitoring"}
 	if err := cfg.Validate(); err != nil {

@@ -11,8 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/destination"
-	"github.com/dumpcatcher/dumpcatcher/sidecar/settings"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/webhook/config"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -182,7 +181,7 @@ func resolveSettings(pod *corev1.Pod, cfg config.Config) (podSettings, error) {
 		}
 	}
 	if v, ok := ann[AnnotationDestination]; ok {
-		if _, err := destination.Parse(v); err != nil {
+		if _, err := contract.ParseDestination(v); err != nil {
 			return ps, &AnnotationError{AnnotationDestination, v, err.Error()}
 		}
 		ps.destination = v
@@ -194,8 +193,8 @@ func resolveSettings(pod *corev1.Pod, cfg config.Config) (podSettings, error) {
 		ps.secret = v
 	}
 	if v, ok := ann[AnnotationPreStop]; ok {
-		if !slices.Contains(settings.Policies(), v) {
-			return ps, &AnnotationError{AnnotationPreStop, v, "allowed values are " + strings.Join(settings.Policies(), ", ")}
+		if !slices.Contains(contract.Policies(), v) {
+			return ps, &AnnotationError{AnnotationPreStop, v, "allowed values are " + strings.Join(contract.Policies(), ", ")}
 		}
 		ps.preStop = v
 	}
@@ -256,7 +255,7 @@ func mutate(pod *corev1.Pod, ns string, wl Workload, ps podSettings, opts Option
 	if pod.Spec.TerminationGracePeriodSeconds != nil {
 		grace = *pod.Spec.TerminationGracePeriodSeconds
 	}
-	hook := ps.preStop != settings.PolicyNever
+	hook := ps.preStop != contract.PolicyNever
 	if hook && grace < cfg.MinTerminationGracePeriodSeconds {
 		grace = cfg.MinTerminationGracePeriodSeconds
 		pod.Spec.TerminationGracePeriodSeconds = &grace
@@ -275,30 +274,30 @@ func mutate(pod *corev1.Pod, ns string, wl Workload, ps podSettings, opts Option
 		if base != cfg.MountPath {
 			warnf("container %q already mounts something at or below %s; the shared volume is mounted at %s instead", c.Name, cfg.MountPath, base)
 		}
-		dumpDir := base + "/" + settings.DumpsDir
+		dumpDir := base + "/" + contract.DumpsDir
 		c.VolumeMounts = append(c.VolumeMounts,
-			corev1.VolumeMount{Name: volName, MountPath: base + "/" + settings.BinDir, SubPath: settings.BinDir, ReadOnly: true},
-			corev1.VolumeMount{Name: volName, MountPath: dumpDir, SubPath: settings.DumpsDir + "/" + c.Name},
+			corev1.VolumeMount{Name: volName, MountPath: base + "/" + contract.BinDir, SubPath: contract.BinDir, ReadOnly: true},
+			corev1.VolumeMount{Name: volName, MountPath: dumpDir, SubPath: contract.DumpsDir + "/" + c.Name},
 		)
 		var mode string
-		c.Env, mode = mergeJavaToolOptions(c.Env, c.EnvFrom, DumpOptions(dumpDir))
+		c.Env, mode = mergeJavaToolOptions(c.Env, c.EnvFrom, contract.DumpOptions(dumpDir))
 		if where := overridingFlags(c); len(where) > 0 {
 			warnf("container %q sets -XX:HeapDumpPath or -XX:-HeapDumpOnOutOfMemoryError in its %s, which overrides JAVA_TOOL_OPTIONS: OOM dumps may not reach %s; remove the option there", c.Name, strings.Join(where, " and "), dumpDir)
 		}
 		if hook {
 			args := []string{
-				base + "/" + settings.BinDir + "/" + settings.BinaryName, settings.CmdDump,
-				settings.FlagReason + "=" + settings.ReasonPreStop,
-				settings.FlagPolicy + "=" + ps.preStop,
-				settings.FlagDir + "=" + dumpDir,
-				settings.FlagContainer + "=" + c.Name,
-				settings.FlagNamespace + "=" + ns,
-				settings.FlagWorkload + "=" + wl.String(),
-				settings.FlagGracePeriod + "=" + strconv.FormatInt(grace, 10),
+				base + "/" + contract.BinDir + "/" + contract.BinaryName, contract.CmdDump,
+				contract.FlagReason + "=" + contract.ReasonPreStop,
+				contract.FlagPolicy + "=" + ps.preStop,
+				contract.FlagDir + "=" + dumpDir,
+				contract.FlagContainer + "=" + c.Name,
+				contract.FlagNamespace + "=" + ns,
+				contract.FlagWorkload + "=" + wl.String(),
+				contract.FlagGracePeriod + "=" + strconv.FormatInt(grace, 10),
 			}
 			if c.Lifecycle != nil && c.Lifecycle.PreStop != nil {
 				orig, _ := json.Marshal(c.Lifecycle.PreStop) // a LifecycleHandler always marshals
-				args = append(args, settings.FlagThen+"="+string(orig))
+				args = append(args, contract.FlagThen+"="+string(orig))
 			}
 			if c.Lifecycle == nil {
 				c.Lifecycle = &corev1.Lifecycle{}
@@ -314,10 +313,10 @@ func mutate(pod *corev1.Pod, ns string, wl Workload, ps podSettings, opts Option
 		Name:                     uniqueContainerName(pod, SidecarName),
 		Image:                    cfg.Sidecar.Image,
 		ImagePullPolicy:          cfg.Sidecar.ImagePullPolicy,
-		Command:                  []string{settings.BinaryPath, settings.CmdUpload},
+		Command:                  []string{contract.BinaryPath, contract.CmdUpload},
 		Env:                      sidecarEnv(ps, wl),
 		Resources:                *cfg.Sidecar.Resources.DeepCopy(),
-		VolumeMounts:             []corev1.VolumeMount{{Name: volName, MountPath: settings.SidecarDir}},
+		VolumeMounts:             []corev1.VolumeMount{{Name: volName, MountPath: contract.SidecarDir}},
 		SecurityContext:          sc,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
@@ -326,7 +325,7 @@ func mutate(pod *corev1.Pod, ns string, wl Workload, ps podSettings, opts Option
 		optional := true
 		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: credName, VolumeSource: corev1.VolumeSource{
 			Secret: &corev1.SecretVolumeSource{SecretName: ps.secret, Optional: &optional}}})
-		sidecar.VolumeMounts = append(sidecar.VolumeMounts, corev1.VolumeMount{Name: credName, MountPath: settings.CredentialsMountPath, ReadOnly: true})
+		sidecar.VolumeMounts = append(sidecar.VolumeMounts, corev1.VolumeMount{Name: credName, MountPath: contract.CredentialsMountPath, ReadOnly: true})
 	}
 	status.Sidecar = sidecar.Name
 	if opts.NativeSidecar {
@@ -352,19 +351,19 @@ func sidecarEnv(ps podSettings, wl Workload) []corev1.EnvVar {
 		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: path}}}
 	}
 	env := []corev1.EnvVar{
-		{Name: settings.EnvDir, Value: settings.SidecarDir},
-		{Name: settings.EnvDestination, Value: ps.destination},
+		{Name: contract.EnvDir, Value: contract.SidecarDir},
+		{Name: contract.EnvDestination, Value: ps.destination},
 	}
 	if ps.secret != "" {
-		env = append(env, corev1.EnvVar{Name: settings.EnvCredentialsDir, Value: settings.CredentialsMountPath})
+		env = append(env, corev1.EnvVar{Name: contract.EnvCredentialsDir, Value: contract.CredentialsMountPath})
 	}
 	return append(env,
-		field(settings.EnvPodName, "metadata.name"),
-		field(settings.EnvPodNamespace, "metadata.namespace"),
-		field(settings.EnvPodUID, "metadata.uid"),
-		field(settings.EnvNodeName, "spec.nodeName"),
-		corev1.EnvVar{Name: settings.EnvWorkload, Value: wl.String()},
-		corev1.EnvVar{Name: settings.EnvContainers, Value: strings.Join(ps.targets, ",")},
+		field(contract.EnvPodName, "metadata.name"),
+		field(contract.EnvPodNamespace, "metadata.namespace"),
+		field(contract.EnvPodUID, "metadata.uid"),
+		field(contract.EnvNodeName, "spec.nodeName"),
+		corev1.EnvVar{Name: contract.EnvWorkload, Value: wl.String()},
+		corev1.EnvVar{Name: contract.EnvContainers, Value: strings.Join(ps.targets, ",")},
 	)
 }
 
@@ -429,7 +428,7 @@ func effectiveIDs(pod *corev1.Pod, c *corev1.Container) (uid, gid *int64) {
 func hasOurSidecar(pod *corev1.Pod) bool {
 	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for _, c := range list {
-			if strings.HasPrefix(c.Name, SidecarName) && len(c.Command) == 2 && c.Command[0] == settings.BinaryPath && c.Command[1] == settings.CmdUpload {
+			if strings.HasPrefix(c.Name, SidecarName) && len(c.Command) == 2 && c.Command[0] == contract.BinaryPath && c.Command[1] == contract.CmdUpload {
 				return true
 			}
 		}

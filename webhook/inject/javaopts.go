@@ -3,14 +3,16 @@ package inject
 import (
 	"strings"
 
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
+
 	corev1 "k8s.io/api/core/v1"
 )
 
 // JVM options dumpcatcher owns: user values of these are replaced by ours.
 const (
-	optDumpOnOOM   = "-XX:+HeapDumpOnOutOfMemoryError"
-	optNoDumpOnOOM = "-XX:-HeapDumpOnOutOfMemoryError"
-	optDumpPath    = "-XX:HeapDumpPath="
+	optDumpOnOOM   = contract.OptHeapDumpOnOOM
+	optNoDumpOnOOM = contract.OptNoHeapDumpOnOOM
+	optDumpPath    = contract.OptHeapDumpPath
 )
 
 // How JAVA_TOOL_OPTIONS was handled in a container (recorded in the status).
@@ -20,14 +22,6 @@ const (
 	jtoValueFrom = "valueFrom" // user value kept in OriginalJTOEnv
 	jtoEnvFrom   = "envFrom"   // may come from envFrom: referenced through OriginalJTOEnv
 )
-
-// DumpOptions are the JVM options that make HotSpot write a heap dump into
-// dir on OutOfMemoryError. dir ends in "/" so that a missing directory makes
-// the JVM fail to write rather than create a file named like the directory.
-// No spaces or quotes: every JDK from 8 to 25 parses them alike.
-func DumpOptions(dir string) string {
-	return optDumpOnOOM + " " + optDumpPath + dir + "/"
-}
 
 // isOurOption reports whether a JAVA_TOOL_OPTIONS token sets one of the
 // options dumpcatcher owns. Quotes around (parts of) the token are ignored.

@@ -2,6 +2,7 @@ package inject
 
 import (
 	"bytes"
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,15 +45,15 @@ func TestDumpOptionsWithRealJVM(t *testing.T) {
 		jto          func(dir string) string
 		wantGreeting string
 	}{
-		{"no user value", func(dir string) string { return DumpOptions(dir) }, "null"},
+		{"no user value", func(dir string) string { return contract.DumpOptions(dir) }, "null"},
 		{"literal merged, user dump options replaced", func(dir string) string {
-			return mergeLiteral(`-Dgreeting="hello world" -XX:HeapDumpPath=/nonexistent/x.hprof -XX:-HeapDumpOnOutOfMemoryError`, DumpOptions(dir))
+			return mergeLiteral(`-Dgreeting="hello world" -XX:HeapDumpPath=/nonexistent/x.hprof -XX:-HeapDumpOnOutOfMemoryError`, contract.DumpOptions(dir))
 		}, "hello world"},
 		{"optional reference missing: empty expansion", func(dir string) string {
-			return strings.ReplaceAll("$("+OriginalJTOEnv+") "+DumpOptions(dir), "$("+OriginalJTOEnv+")", "")
+			return strings.ReplaceAll("$("+OriginalJTOEnv+") "+contract.DumpOptions(dir), "$("+OriginalJTOEnv+")", "")
 		}, "null"},
 		{"reference resolved", func(dir string) string {
-			return strings.ReplaceAll("$("+OriginalJTOEnv+") "+DumpOptions(dir), "$("+OriginalJTOEnv+")", "-Dgreeting=hi -XX:HeapDumpPath=/elsewhere")
+			return strings.ReplaceAll("$("+OriginalJTOEnv+") "+contract.DumpOptions(dir), "$("+OriginalJTOEnv+")", "-Dgreeting=hi -XX:HeapDumpPath=/elsewhere")
 		}, "hi"},
 	}
 	for _, tt := range tests {

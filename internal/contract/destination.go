@@ -1,11 +1,12 @@
-// Package destination parses the storage URLs dumps are uploaded to.
+package contract
+
+// Storage destination URLs (ParseDestination):
 //
 //	s3://bucket[/prefix][?endpoint=https://host:port&region=r&path-style=true]
 //	file:///absolute/path
 //
 // The webhook validates pod annotations with it and the uploader opens its
 // storage backend from it, so both accept exactly the same URLs.
-package destination
 
 import (
 	"fmt"
@@ -43,7 +44,7 @@ var s3Params = map[string]bool{"endpoint": true, "region": true, "path-style": t
 
 // Parse parses and validates a storage URL. Errors say what is wrong and show
 // the accepted form.
-func Parse(raw string) (Destination, error) {
+func ParseDestination(raw string) (Destination, error) {
 	if strings.TrimSpace(raw) == "" {
 		return Destination{}, fmt.Errorf("empty; want s3://bucket/prefix or file:///path")
 	}

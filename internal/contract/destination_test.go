@@ -1,11 +1,11 @@
-package destination
+package contract
 
 import (
 	"strings"
 	"testing"
 )
 
-func TestParse(t *testing.T) {
+func TestParseDestination(t *testing.T) {
 	tests := []struct {
 		in      string
 		want    Destination
@@ -35,19 +35,19 @@ func TestParse(t *testing.T) {
 		{in: "file:///x?y=1", wantErr: "no parameters"},
 	}
 	for _, tt := range tests {
-		got, err := Parse(tt.in)
+		got, err := ParseDestination(tt.in)
 		if tt.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("Parse(%q) error = %v, want it to contain %q", tt.in, err, tt.wantErr)
+				t.Errorf("ParseDestination(%q) error = %v, want it to contain %q", tt.in, err, tt.wantErr)
 			}
 			continue
 		}
 		if err != nil {
-			t.Errorf("Parse(%q): %v", tt.in, err)
+			t.Errorf("ParseDestination(%q): %v", tt.in, err)
 			continue
 		}
 		if got != tt.want {
-			t.Errorf("Parse(%q) = %+v, want %+v", tt.in, got, tt.want)
+			t.Errorf("ParseDestination(%q) = %+v, want %+v", tt.in, got, tt.want)
 		}
 	}
 }

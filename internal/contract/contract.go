@@ -1,11 +1,13 @@
-// Package settings holds the names that tie the webhook to the dumpcatcher
-// binary it injects: environment variables the uploader sidecar reads, the
-// flags of `dumpcatcher dump` that the injected preStop hook passes, and the
-// fixed paths inside the sidecar image and the shared volume.
+// Package contract is the one home of what ties the webhook to the
+// dumpcatcher binary it injects: environment variables the uploader sidecar
+// reads, the flags of `dumpcatcher dump` that the injected preStop hook
+// passes, the fixed paths inside the sidecar image and the shared volume, the
+// JVM options that point heap dumps at the shared volume, and the storage
+// destination URLs both sides parse with the same validator.
 //
 // The webhook writes these names into pod specs and the sidecar reads them, so
 // both import them from here: renaming one breaks the build, not production.
-package settings
+package contract
 
 import (
 	"fmt"
@@ -151,4 +153,19 @@ func ReasonOf(name string) string {
 		}
 	}
 	return ReasonOOM
+}
+
+// JVM options the webhook puts into JAVA_TOOL_OPTIONS.
+const (
+	OptHeapDumpOnOOM   = "-XX:+HeapDumpOnOutOfMemoryError"
+	OptNoHeapDumpOnOOM = "-XX:-HeapDumpOnOutOfMemoryError"
+	OptHeapDumpPath    = "-XX:HeapDumpPath="
+)
+
+// DumpOptions are the JVM options that make HotSpot write a heap dump into
+// dir on OutOfMemoryError. dir ends in "/" so that a missing directory makes
+// the JVM fail to write rather than create a file named like the directory.
+// No spaces or quotes: every JDK from 8 to 25 parses them alike.
+func DumpOptions(dir string) string {
+	return OptHeapDumpOnOOM + " " + OptHeapDumpPath + dir + "/"
 }
