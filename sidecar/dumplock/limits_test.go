@@ -105,6 +105,13 @@ func TestSocketTTLCap(t *testing.T) {
 func serve(t *testing.T, s *Server) string {
 	t.Helper()
 	socket := filepath.Join(t.TempDir(), "dumpcatcher.sock")
+	serveAt(t, s, socket)
+	return socket
+}
+
+// serveAt runs s on socket until the test ends.
+func serveAt(t *testing.T, s *Server, socket string) {
+	t.Helper()
 	ln, err := Listen(socket)
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +125,6 @@ func serve(t *testing.T, s *Server) string {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return socket
 }
 
 // TestSocketHoldBoundedByTTL: a client that keeps its connection open past
@@ -201,13 +207,17 @@ func TestSocketConnectionFlood(t *testing.T) {
 		t.Skip("needs root to run the hostile client as the app's uid")
 	}
 	const key = ".dumpcatcher/locks/shop/deployment/orders.json"
-	p := startPod(t, Locks{Store: fileStore(t)}, key, "shop/orders-a")
-	if err := os.Chmod(filepath.Dir(p.socket), 0o755); err != nil { // reachable by uid 1000
+	// The socket in a directory uid 1000 may enter (t.TempDir's may not be).
+	dir, err := os.MkdirTemp("", "dumplock-flood-")
+	if err != nil {
 		t.Fatal(err)
 	}
-	for d := filepath.Dir(filepath.Dir(p.socket)); d != "/"; d = filepath.Dir(d) {
-		_ = os.Chmod(d, 0o755) // t.TempDir's parents
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
 	}
+	p := &pod{socket: filepath.Join(dir, "dumpcatcher.sock")}
+	serveAt(t, &Server{Locks: Locks{Store: fileStore(t)}, Key: key, Holder: "shop/orders-a", Log: zaptest.NewLogger(t)}, p.socket)
 	time.Sleep(100 * time.Millisecond)
 	baseG, baseFD := runtime.NumGoroutine(), fds(t)
 
