@@ -90,6 +90,30 @@ type Server struct {
 
 	mu  sync.Mutex
 	cur *shared // the lease this pod's dump commands share, nil when none
+
+	longTTLs every // spaces the log lines about refused TTLs
+}
+
+// every lets a log line about something the app can repeat at will through
+// at most once per busyLogEvery, with the count of occurrences.
+type every struct {
+	mu   sync.Mutex
+	last time.Time
+	n    int
+}
+
+// tick counts an occurrence and reports whether to log it, with the count
+// since the last line.
+func (e *every) tick(now time.Time) (int, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.n++
+	if !e.last.IsZero() && now.Sub(e.last) < busyLogEvery {
+		return 0, false
+	}
+	n := e.n
+	e.last, e.n = now, 0
+	return n, true
 }
 
 // shared is one lease and the connections that hold it. A lease that
@@ -138,8 +162,8 @@ func (s *Server) requestTimeout() time.Duration {
 	return DefaultRequestTimeout
 }
 
-// busyLogEvery spaces the log lines about refused connections: a flood
-// would otherwise flood the log too.
+// busyLogEvery spaces the log lines about refused connections and
+// requests: a flood would otherwise flood the log too.
 const busyLogEvery = 10 * time.Second
 
 // Serve answers on ln until ctx ends, then closes ln and every connection
@@ -154,8 +178,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ln.Close()
 	}()
 	slots := make(chan struct{}, s.maxConns())
-	var refused int
-	var lastBusyLog time.Time
+	var busy every
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -186,11 +209,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			_ = conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 			fmt.Fprintf(conn, "BUSY %d connections are being served\n", cap(slots))
 			conn.Close()
-			refused++
-			if time.Since(lastBusyLog) >= busyLogEvery {
+			if n, ok := busy.tick(time.Now()); ok {
 				s.Log.Warn("dump lock socket: too many connections; refusing more (something in the app container opens connections and keeps them open)",
-					zap.Int("maxConnections", cap(slots)), zap.Int("refused", refused))
-				lastBusyLog, refused = time.Now(), 0
+					zap.Int("maxConnections", cap(slots)), zap.Int("refusedSinceLastLine", n))
 			}
 			continue
 		}
@@ -243,7 +264,10 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 		_ = answer(conn, "UNAVAILABLE bad request %q: want LOCK <milliseconds> or WHERE <container> <file>\n", oneLine(strings.ToValidUTF8(line, "?")))
 		return
 	case ms > maxTTL.Milliseconds():
-		s.Log.Warn("dump lock: refused a lock longer than the pod can live", zap.Int64("ttlMillis", ms), zap.Duration("max", maxTTL))
+		if n, ok := s.longTTLs.tick(time.Now()); ok {
+			s.Log.Warn("dump lock: refused a lock longer than the pod can live (something in the app container asks for it; the dump command never does)",
+				zap.Int64("ttlMillis", ms), zap.Duration("max", maxTTL), zap.Int("refusedSinceLastLine", n))
+		}
 		_ = answer(conn, "UNAVAILABLE ttl %dms is too long: a dump lock lasts at most %v (the pod's grace period plus %v)\n", ms, maxTTL, Margin)
 		return
 	}
