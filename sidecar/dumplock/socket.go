@@ -302,15 +302,15 @@ func (s *Server) where(conn net.Conn, container, file string) {
 		container = ""
 	}
 	if s.Where == nil {
-		fmt.Fprintf(conn, "UNAVAILABLE this uploader cannot tell\n")
+		_ = answer(conn, "UNAVAILABLE this uploader cannot tell\n")
 		return
 	}
 	url, err := s.Where(container, file)
 	if err != nil {
-		fmt.Fprintf(conn, "UNAVAILABLE %s\n", oneLine(err.Error()))
+		_ = answer(conn, "UNAVAILABLE %s\n", oneLine(err.Error()))
 		return
 	}
-	fmt.Fprintf(conn, "AT %s\n", url)
+	_ = answer(conn, "AT %s\n", url)
 }
 
 // join takes the lease for this pod, or shares the one it already holds
