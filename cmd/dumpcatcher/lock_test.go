@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -225,5 +227,49 @@ func TestPreStopLockAcrossPods(t *testing.T) {
 			t.Fatalf("manual dump objects %q; want one matching %s", found, re)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestLockSocketRefusesEndlessLock: a process of the app asks the real
+// uploader for the workload's lock for 285 years (LOCK 9000000000000). It is
+// refused, no lock object is written, and the preStop hook of the pod still
+// takes the lock.
+func TestLockSocketRefusesEndlessLock(t *testing.T) {
+	srv := miniotest.Start(t, miniotest.Options{})
+	creds := t.TempDir()
+	srv.WriteCredentials(t, creds)
+	bin := buildBinary(t)
+	shared := openDir(t)
+	up := startUploadAs(t, bin, shared, srv, creds, nil)
+	waitLog(t, up, `"msg":"watching for heap dumps"`, 10*time.Second)
+	socket := filepath.Join(shared, contract.BinDir, contract.LockSocketName)
+
+	// The attacker (the socket takes any uid; it does not matter which).
+	conn, err := net.Dial("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(conn, "LOCK 9000000000000\n"); err != nil {
+		t.Fatal(err)
+	}
+	answer, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.HasPrefix(answer, "UNAVAILABLE ttl 9000000000000ms is too long: a dump lock lasts at most 1h0m5s") {
+		t.Fatalf("answer to LOCK 9000000000000: %q %v\nuploader:\n%s", answer, err, up.logString())
+	}
+	if _, err := srv.Client(t).StatObject(context.Background(), srv.Bucket, "e2e/"+dumplock.KeyPrefix+"/shop/deployment/web.json", minio.StatObjectOptions{}); err == nil {
+		t.Fatalf("a lock object was written\nuploader:\n%s", up.logString())
+	}
+	// The hook's own request (the grace period plus 5 s) is granted.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	release, expires, err := dumplock.Request(ctx, socket, 35*time.Second)
+	if err != nil {
+		t.Fatalf("the hook's lock request: %v\nuploader:\n%s", err, up.logString())
+	}
+	release()
+	if d := time.Until(expires); d < 30*time.Second || d > 35*time.Second {
+		t.Errorf("the hook's lock expires in %v; want about 35s", d)
 	}
 }

@@ -70,6 +70,11 @@ const (
 	EnvQuietPeriod = "DUMPCATCHER_QUIET_PERIOD"
 	// EnvLogLevel is debug, info, warn or error.
 	EnvLogLevel = "DUMPCATCHER_LOG_LEVEL"
+	// EnvGracePeriod is the pod's terminationGracePeriodSeconds (as the
+	// webhook leaves it), in seconds. The uploader caps the dump lock a
+	// preStop hook may take at this plus dumplock.Margin
+	// (dumplock.MaxTTL); unset, at dumplock.DefaultMaxTTL.
+	EnvGracePeriod = "DUMPCATCHER_GRACE_PERIOD_SECONDS"
 )
 
 // CredentialsMountPath is where the credentials Secret is mounted in the

@@ -103,7 +103,9 @@ func TestNoJVMThenExecAndHTTPGet(t *testing.T) {
 	marker := filepath.Join(t.TempDir(), "chained")
 	for _, then := range []string{
 		fmt.Sprintf(`{"exec":{"command":["sh","-c","echo ran > %s"]}}`, marker),
-		fmt.Sprintf(`{"httpGet":{"path":"/drain","port":%s,"httpHeaders":[{"name":"X-Why","value":"prestop"}]}}`, u.Port()),
+		// httptest listens on 127.0.0.1 only (the pod IP is the default:
+		// TestThenHTTPGetLikeTheKubelet).
+		fmt.Sprintf(`{"httpGet":{"host":"127.0.0.1","path":"/drain","port":%s,"httpHeaders":[{"name":"X-Why","value":"prestop"}]}}`, u.Port()),
 	} {
 		o, out, _ := options(t, 999999999, contract.PolicyAlways)
 		o.Then = then

@@ -48,6 +48,27 @@ func Key(namespace, workload string) (string, error) {
 	return KeyPrefix + "/" + namespace + "/" + kind + "/" + name + ".json", nil
 }
 
+// Margin is added to the grace period for a lock's lifetime: the kubelet
+// kills a pod at the end of its grace period, so a holder that dies there
+// frees the workload this much later. The dump command asks for the time
+// left until its deadline plus Margin.
+const Margin = 5 * time.Second
+
+// MaxGracePeriodSeconds is the longest grace period the webhook raises a pod
+// to (minTerminationGracePeriodSeconds is at most 3600).
+const MaxGracePeriodSeconds = 3600
+
+// MaxTTL is the longest lock a pod with a grace period of graceSeconds can
+// need: its whole grace period plus Margin. A longer one would outlive the
+// pod and make the other pods of the workload skip their dumps for nothing.
+func MaxTTL(graceSeconds int64) time.Duration {
+	return time.Duration(graceSeconds)*time.Second + Margin
+}
+
+// DefaultMaxTTL caps locks when the sidecar does not know its pod's grace
+// period: MaxTTL(MaxGracePeriodSeconds), 1h0m5s.
+const DefaultMaxTTL = MaxGracePeriodSeconds*time.Second + Margin
+
 // Record is the content of a lock object.
 type Record struct {
 	// Holder names the pod holding the lock (namespace/name).

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,7 +21,13 @@ import (
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if socket := os.Getenv(hostileEnv); socket != "" {
+		hostile(socket)
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // clock is a settable time for expiry tests.
 type clock struct {

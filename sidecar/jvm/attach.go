@@ -206,30 +206,33 @@ func jvmTmp(p Process) string {
 
 // socketReady reports whether the attach socket exists, and checks that it is
 // a socket owned by the JVM's uid that nobody else may use, as the JDK does.
+// A symbolic link there is refused, not followed: the JVM creates the socket
+// itself.
 func socketReady(p Process, id identity, socket string) (bool, error) {
-	fi, err := os.Stat(socket)
-	if errors.Is(err, fs.ErrNotExist) {
+	var st unix.Stat_t
+	err := unix.Lstat(socket, &st)
+	if errors.Is(err, unix.ENOENT) {
 		return false, nil
 	}
 	if err != nil {
-		return false, &PermissionError{PID: p.PID, JVMUID: p.UID, JVMGID: p.GID, UID: id.uid, GID: id.gid, Op: "look for the attach socket", Err: err}
+		return false, &PermissionError{PID: p.PID, JVMUID: p.UID, JVMGID: p.GID, UID: id.uid, GID: id.gid, Op: "look for the attach socket",
+			Err: &fs.PathError{Op: "lstat", Path: socket, Err: err}}
 	}
-	st, ok := fi.Sys().(*unix.Stat_t)
-	if !ok {
-		st = &unix.Stat_t{}
-		if err := unix.Stat(socket, st); err != nil {
-			return false, err
-		}
-	}
+	return true, checkSocket(p, socket, st)
+}
+
+// checkSocket checks what the JDK checks of an attach socket: a socket of
+// the JVM's uid that nobody else may use.
+func checkSocket(p Process, socket string, st unix.Stat_t) error {
 	switch {
-	case fi.Mode()&fs.ModeSocket == 0:
-		return false, fmt.Errorf("attach to %v: %s is not a socket (mode %v)", p, socket, fi.Mode())
+	case st.Mode&unix.S_IFMT != unix.S_IFSOCK:
+		return fmt.Errorf("attach to %v: %s is not a socket (mode %#o); not using it", p, socket, st.Mode)
 	case int(st.Uid) != p.UID:
-		return false, fmt.Errorf("attach to %v: the attach socket %s is owned by uid %d, not by the JVM's uid %d; not using it", p, socket, st.Uid, p.UID)
-	case fi.Mode().Perm()&0o066 != 0:
-		return false, fmt.Errorf("attach to %v: the attach socket %s is accessible to others (mode %v); not using it", p, socket, fi.Mode().Perm())
+		return fmt.Errorf("attach to %v: the attach socket %s is owned by uid %d, not by the JVM's uid %d; not using it", p, socket, st.Uid, p.UID)
+	case st.Mode&0o066 != 0:
+		return fmt.Errorf("attach to %v: the attach socket %s is accessible to others (mode %#o); not using it", p, socket, st.Mode&0o777)
 	}
-	return true, nil
+	return nil
 }
 
 // createTrigger creates .attach_pid<nspid> in the JVM's working directory,
@@ -240,7 +243,8 @@ func createTrigger(p Process, id identity, tmp string) (string, error) {
 	var errs []error
 	for _, dir := range []string{p.proc("cwd"), tmp} {
 		path := filepath.Join(dir, name)
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		// O_EXCL never follows a link; O_NONBLOCK is for good measure.
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0o600)
 		if err == nil {
 			f.Close()
 			return path, nil
@@ -389,11 +393,8 @@ func (c *Conn) Execute(ctx context.Context, cmd string, args ...string) (int, st
 	}
 	var conn net.Conn
 	err = c.id.run(func() error {
-		if _, err := socketReady(c.p, c.id, c.socket); err != nil {
-			return err
-		}
 		var err error
-		conn, err = dial(c.socket)
+		conn, err = dialAttach(c.p, c.socket)
 		return err
 	})
 	if err != nil {
@@ -479,6 +480,35 @@ func request(cmd string, args []string) ([]byte, error) {
 		req = append(append(req, a...), 0)
 	}
 	return req, nil
+}
+
+// dialAttach connects to the JVM's attach socket: it opens the path
+// without following a link (O_PATH), checks the opened file like
+// socketReady, and connects to that very file through /proc/self/fd, so
+// that it cannot be swapped for another socket in between.
+func dialAttach(p Process, socket string) (net.Conn, error) {
+	fd, err := unix.Open(socket, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, fs.ErrNotExist
+		}
+		return nil, &fs.PathError{Op: "open", Path: socket, Err: err}
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, &fs.PathError{Op: "fstat", Path: socket, Err: err}
+	}
+	if err := checkSocket(p, socket, st); err != nil {
+		return nil, err
+	}
+	conn, err := dial("/proc/self/fd/" + strconv.Itoa(fd))
+	if errors.Is(err, fs.ErrNotExist) {
+		// No procfs at /proc (it is how the process was found, though):
+		// the path itself.
+		return dial(socket)
+	}
+	return conn, err
 }
 
 // dial connects to the Unix socket on the calling thread, so that the

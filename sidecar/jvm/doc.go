@@ -2,7 +2,9 @@
 // a JDK, a shell or any Java code in the container: it is what
 // `dumpcatcher dump` uses from the preStop hook or from `kubectl exec`.
 //
-//   - FindJVMs lists the JVM processes visible in /proc.
+//   - FindJVMs lists the JVM processes of the container it runs in: those of
+//     /proc in its own mount namespace (see InContainer), never those of
+//     other containers that share the pid namespace.
 //   - Attach and Conn.Execute speak HotSpot's dynamic attach protocol (the one
 //     jcmd, jmap and jattach use) over the JVM's Unix socket.
 //   - HeapDump asks the JVM for a heap dump written under a hidden temporary
@@ -29,9 +31,19 @@
 // ("Heap dump file created") tells.
 //
 // This package reaches the JVM's files through /proc/<pid>/root and
-// /proc/<pid>/cwd, so it also works from another mount namespace when the pid
-// namespace is shared (a debug container), and uses its own /tmp when /proc
-// does not let it look there.
+// /proc/<pid>/cwd, so Attach and HeapDump also work on a Process (from
+// Lookup) in another mount namespace when the pid namespace is shared (a
+// debug container), and use its own /tmp when /proc does not let it look
+// there.
+//
+// # Files of the app
+//
+// Everything read from the JVM's side (its /proc entries, its hsperfdata,
+// its attach socket) may have been put there by a hostile app: files are
+// opened without following a symbolic link and without blocking, only
+// regular files are read, and only up to a size; the attach socket must be a
+// socket of the JVM's uid, private to it, and is connected to as the very
+// file that was checked.
 //
 // # Credentials
 //

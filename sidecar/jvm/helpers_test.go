@@ -124,6 +124,9 @@ type jvmSpec struct {
 	// cwd is the JVM's working directory (default: a fresh one every uid
 	// may write into).
 	cwd string
+	// cloneflags start the JVM in new namespaces (syscall.CLONE_NEWNS: a
+	// mount namespace of its own, like another container's).
+	cloneflags uintptr
 }
 
 type testJVM struct {
@@ -177,7 +180,7 @@ func startJVM(t *testing.T, s jvmSpec) *testJVM {
 	}
 	cmd.Dir = cwd
 	cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, s.env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: s.cloneflags}
 	if s.uid != 0 || s.gid != 0 {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(s.uid), Gid: uint32(s.gid)}
 	}

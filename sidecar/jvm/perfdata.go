@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -207,19 +206,17 @@ func readPerfData(p Process) (*PerfData, error) {
 	dirs, _ := filepath.Glob(filepath.Join(tmp, "hsperfdata_*"))
 	var errs []error
 	for _, dir := range dirs {
-		path := filepath.Join(dir, strconv.Itoa(p.NSPID))
-		var st unix.Stat_t
-		if err := unix.Stat(path, &st); err != nil || int(st.Uid) != p.UID {
+		b, err := readPerfFile(p, dir)
+		if errors.Is(err, errNotTheJVMs) {
 			continue
 		}
-		b, err := readLimited(path)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		d, err := ParsePerfData(b)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, fmt.Errorf("%s/%d: %w", dir, p.NSPID, err)
 		}
 		return d, nil
 	}
@@ -243,23 +240,44 @@ func readPerfData(p Process) (*PerfData, error) {
 	return nil, fmt.Errorf("%w: no %s/hsperfdata_*/%d owned by uid %d (%s)", ErrNoPerfData, tmp, p.NSPID, p.UID, why)
 }
 
-func readLimited(path string) ([]byte, error) {
-	f, err := os.Open(path)
+// errNotTheJVMs says that an hsperfdata directory or file is not the JVM's
+// (another user's, or missing).
+var errNotTheJVMs = errors.New("not the JVM's hsperfdata")
+
+// readPerfFile reads dir/<nspid>, the JVM's hsperfdata file if dir is its
+// hsperfdata directory. Like HotSpot, it accepts only a directory that is
+// not a symbolic link and belongs to the JVM's uid, and in it only a regular
+// file of the JVM's uid (opened relative to the opened directory, so neither
+// can be swapped meanwhile), of at most maxPerfDataSize bytes (HotSpot's is
+// PerfDataMemorySize, 64 KiB by default, which it maps into memory; so does
+// jstat: this reads it instead). The app may put anything there: a FIFO, a
+// link, a huge file; none blocks or is followed.
+func readPerfFile(p Process, dir string) ([]byte, error) {
+	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, err
+		return nil, errNotTheJVMs // a link, not a directory, or not ours to read
+	}
+	defer unix.Close(dfd)
+	var st unix.Stat_t
+	if err := unix.Fstat(dfd, &st); err != nil || int(st.Uid) != p.UID {
+		return nil, errNotTheJVMs
+	}
+	name := strconv.Itoa(p.NSPID)
+	var lst unix.Stat_t
+	if err := unix.Fstatat(dfd, name, &lst, unix.AT_SYMLINK_NOFOLLOW); err != nil || int(lst.Uid) != p.UID {
+		return nil, errNotTheJVMs
+	}
+	f, fst, err := openRegularAt(dfd, name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
+	if int(fst.Uid) != p.UID {
+		return nil, errNotTheJVMs
+	}
+	b, err := readRegular(f, fst, maxPerfDataSize, false)
 	if err != nil {
-		return nil, err
-	}
-	if fi.Size() > maxPerfDataSize {
-		return nil, fmt.Errorf("%s: %d bytes, larger than any hsperfdata", path, fi.Size())
-	}
-	b := make([]byte, fi.Size())
-	n, err := f.ReadAt(b, 0)
-	if err != nil && n != len(b) {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	return b, nil
 }

@@ -1,9 +1,11 @@
 package jvm
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -57,20 +59,27 @@ func (p Process) proc(elem ...string) string {
 // procfs at all).
 var ErrProcessGone = errors.New("the process is gone")
 
-// FindJVMs lists the HotSpot JVM processes in procRoot ("" means /proc),
-// sorted by pid, except the calling process. A process is a JVM when the base
-// name of its executable or of argv[0] is "java", or when libjvm.so is mapped
-// into it (launchers that embed the JVM). Zombies and kernel threads are
-// skipped, and so are processes that exit while being looked at.
+// FindJVMs lists the HotSpot JVM processes of the calling process's
+// container (InContainer) in procRoot ("" means /proc), sorted by pid,
+// except the calling process. A process is a JVM when the base name of its
+// executable or of argv[0] is "java", or when libjvm.so is mapped into it
+// (launchers that embed the JVM). Zombies and kernel threads are skipped, and
+// so are processes that exit while being looked at.
 //
 // Inside a container (its own pid namespace) this finds the JVM whether it is
-// PID 1 or the child of a shell or launcher script. The executable and the
-// memory maps of a process of another uid are readable only with
-// CAP_SYS_PTRACE; argv[0] is readable by anyone and is what finds the usual
-// "java ..." process.
+// PID 1 or the child of a shell or launcher script. With a pid namespace
+// shared with other containers (shareProcessNamespace) or with the node
+// (hostPID), their processes are in procRoot too: they are not listed. The
+// executable and the memory maps of a process of another uid are readable
+// only with CAP_SYS_PTRACE; argv[0] is readable by anyone and is what finds
+// the usual "java ..." process.
 func FindJVMs(procRoot string) ([]Process, error) {
 	if procRoot == "" {
 		procRoot = DefaultProcRoot
+	}
+	ours, err := ownMountNS()
+	if err != nil {
+		return nil, err
 	}
 	entries, err := os.ReadDir(procRoot)
 	if err != nil {
@@ -87,12 +96,72 @@ func FindJVMs(procRoot string) ([]Process, error) {
 		if err != nil {
 			continue // gone, a zombie or kernel thread, or unreadable
 		}
-		if isJVM(p) {
+		if isJVM(p) && inMountNS(p, ours) {
 			jvms = append(jvms, p)
 		}
 	}
 	sort.Slice(jvms, func(i, j int) bool { return jvms[i].PID < jvms[j].PID })
 	return jvms, nil
+}
+
+// nsID identifies a namespace: the device and inode of its nsfs file, which
+// is how namespaces(7) says to compare them (the inode alone may repeat
+// across nsfs instances).
+type nsID struct{ dev, ino uint64 }
+
+// selfMountNS is this process's mount namespace file. The procfs mounted at
+// /proc is the one that shows this process as "self", whatever procRoot a
+// caller lists: namespace identities are the same in every procfs.
+const selfMountNS = "/proc/self/ns/mnt"
+
+func ownMountNS() (nsID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(selfMountNS, &st); err != nil {
+		return nsID{}, fmt.Errorf("cannot tell this process's container from others: stat %s: %w", selfMountNS, err)
+	}
+	return nsID{uint64(st.Dev), st.Ino}, nil
+}
+
+// InContainer reports whether p runs in the calling process's container:
+// whether it is in the same mount namespace.
+//
+// Why the mount namespace: every container of a pod has a mount namespace
+// of its own (its own root file system), and what runs in a container (its
+// processes, and a preStop hook or a kubectl exec, which the runtime starts
+// inside it with setns) shares it. The pid namespace tells nothing once it
+// is shared (shareProcessNamespace, hostPID), and neither does the uid. A
+// process cannot join another mount namespace without CAP_SYS_ADMIN, so a
+// process of another container cannot pass for one of ours. Cgroups are a
+// weaker criterion: their paths depend on the runtime and its cgroup driver,
+// a cgroup namespace shows "/" to every container, and a process that may
+// write to the cgroup file system can move itself. (A process of ours that
+// made a mount namespace of its own, unshare -m, is left out: JVMs do not.)
+//
+// /proc/<pid>/ns/mnt is readable only with the process's uid or
+// CAP_SYS_PTRACE: when this process is root, the JVM's uid is tried too (see
+// the package documentation). A namespace that cannot be read counts as
+// another one: a process that cannot be told apart is not ours to signal.
+func InContainer(p Process) bool {
+	ours, err := ownMountNS()
+	return err == nil && inMountNS(p, ours)
+}
+
+func inMountNS(p Process, ours nsID) bool {
+	stat := func() (nsID, error) {
+		var st unix.Stat_t
+		err := unix.Stat(p.proc("ns", "mnt"), &st)
+		return nsID{uint64(st.Dev), st.Ino}, err
+	}
+	theirs, err := stat()
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		if id := identityFor(p); id.switching {
+			_ = id.run(func() error {
+				theirs, err = stat()
+				return nil
+			})
+		}
+	}
+	return err == nil && theirs == ours
 }
 
 // Lookup reads the process pid from procRoot ("" means /proc) without
@@ -122,7 +191,7 @@ func Lookup(procRoot string, pid int) (Process, error) {
 			p.NSPID = n
 		}
 	}
-	raw, err := os.ReadFile(p.proc("cmdline"))
+	raw, err := readAppPrefix(p.proc("cmdline"), maxArgsSize)
 	if err != nil {
 		return p, gone(pid, err)
 	}
@@ -143,13 +212,29 @@ func isJVM(p Process) bool {
 			return true
 		}
 	}
-	maps, err := os.ReadFile(p.proc("maps"))
-	return err == nil && bytes.Contains(maps, []byte("/libjvm.so"))
+	return mapsLibJVM(p)
+}
+
+// mapsLibJVM scans /proc/<pid>/maps (up to maxMapsSize) for libjvm.so.
+func mapsLibJVM(p Process) bool {
+	f, _, err := openRegularAt(unix.AT_FDCWD, p.proc("maps"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(io.LimitReader(f, maxMapsSize))
+	sc.Buffer(make([]byte, 0, 64<<10), 64<<10)
+	for sc.Scan() {
+		if bytes.Contains(sc.Bytes(), []byte("/libjvm.so")) {
+			return true
+		}
+	}
+	return false
 }
 
 // readStatus parses /proc/<pid>/status into key -> value.
 func readStatus(p Process) (map[string]string, error) {
-	raw, err := os.ReadFile(p.proc("status"))
+	raw, err := readAppFile(p.proc("status"), maxStatusSize)
 	if err != nil {
 		return nil, gone(p.PID, err)
 	}
@@ -226,7 +311,7 @@ func catchesSIGQUIT(p Process) (bool, error) {
 // environ reads the process environment (readable only with the process's
 // uid or CAP_SYS_PTRACE).
 func environ(p Process) (map[string]string, error) {
-	raw, err := os.ReadFile(p.proc("environ"))
+	raw, err := readAppPrefix(p.proc("environ"), maxArgsSize)
 	if err != nil {
 		return nil, err
 	}

@@ -50,6 +50,29 @@ func (f *fakeProc) add(pid int, state string, uid, nspid int, argv []string, exe
 			f.t.Fatal(err)
 		}
 	}
+	// In this process's mount namespace, like every process of its
+	// container.
+	if err := os.MkdirAll(filepath.Join(dir, "ns"), 0o755); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := os.Symlink("/proc/self/ns/mnt", filepath.Join(dir, "ns", "mnt")); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// otherNS puts the fake process pid into another mount namespace: ns names
+// a file that stands in for it, "" makes it unreadable.
+func (f *fakeProc) otherNS(pid int, ns string) {
+	mnt := filepath.Join(f.root, strconv.Itoa(pid), "ns", "mnt")
+	if err := os.Remove(mnt); err != nil {
+		f.t.Fatal(err)
+	}
+	if ns == "" {
+		return // unreadable
+	}
+	if err := os.Symlink(ns, mnt); err != nil {
+		f.t.Fatal(err)
+	}
 }
 
 func TestFindJVMsFake(t *testing.T) {
@@ -62,6 +85,12 @@ func TestFindJVMsFake(t *testing.T) {
 	f.add(10, "Z (zombie)", 0, 0, []string{"java"}, "", "")
 	f.add(11, "S (sleeping)", 0, 0, nil, "", "") // kernel thread
 	f.add(os.Getpid(), "R (running)", 0, 0, []string{"java"}, "", "")
+	// JVMs of other containers: their mount namespace is another one, or
+	// cannot be read.
+	f.add(12, "S (sleeping)", 0, 0, []string{"java"}, "", "")
+	f.otherNS(12, "")
+	f.add(13, "S (sleeping)", 0, 0, []string{"java"}, "", "")
+	f.otherNS(13, filepath.Join(f.root, "13", "status"))
 	if err := os.WriteFile(filepath.Join(f.root, "uptime"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
