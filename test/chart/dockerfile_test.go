@@ -219,14 +219,9 @@ func TestDockerfiles(t *testing.T) {
 }
 
 func hasArg(st instructions.Stage, name string) bool {
-	for _, a := range commands[*instructions.ArgCommand](st) {
-		for _, kv := range a.Args {
-			if kv.Key == name {
-				return true
-			}
-		}
-	}
-	return false
+	return slices.ContainsFunc(commands[*instructions.ArgCommand](st), func(a *instructions.ArgCommand) bool {
+		return slices.ContainsFunc(a.Args, func(kv instructions.KeyValuePairOptional) bool { return kv.Key == name })
+	})
 }
 
 // moduleDeps lists the packages of this module that pkg imports, directly
