@@ -50,8 +50,8 @@ bench-cluster: build ## (root) pod start-up with and without injection on a fres
 	  bash test/cluster/down.sh; exit $$rc
 
 .PHONY: generate
-generate: ## regenerate the chart README and deploy/dumpcatcher.yaml from the chart
-	@KUBEBUILDER_ASSETS=$$(bash test/tools/install.sh helm) go test ./test/chart -run 'TestReadme|TestDeployManifest' -update
+generate: ## regenerate the chart README (helm-docs) and deploy/dumpcatcher.yaml (helm template) from the chart
+	@KUBEBUILDER_ASSETS=$$(bash test/tools/install.sh helm helm-docs) go test -count=1 ./test/chart -run 'TestReadme|TestDeployManifest' -update
 
 IMAGE_REPO ?= ghcr.io/dumpcatcher
 .PHONY: images

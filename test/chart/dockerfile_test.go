@@ -1,117 +1,78 @@
 package chart
 
 import (
-	"bufio"
+	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/test/chart/render"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/linter"
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
 )
 
-// instruction is one Dockerfile instruction with its continuation lines
-// joined.
-type instruction struct {
-	line int
-	cmd  string // upper case: FROM, RUN, ...
-	args string
+// parseDockerfile parses a Dockerfile with BuildKit's own parser into its
+// build stages. The parser's warnings (e.g. an empty continuation line) and
+// the lint rules BuildKit checks while parsing (e.g. FROM ... as with a
+// lower-case AS) are errors too.
+func parseDockerfile(data []byte) ([]instructions.Stage, error) {
+	res, err := parser.Parse(bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	var problems []error
+	for _, w := range res.Warnings {
+		line := 0
+		if w.Location != nil {
+			line = w.Location.Start.Line
+		}
+		problems = append(problems, fmt.Errorf("line %d: %s", line, w.Short))
+	}
+	lint := linter.New(&linter.Config{Warn: func(rule, _, _, msg string, loc []parser.Range) {
+		problems = append(problems, fmt.Errorf("line %d: %s: %s", firstLine(loc), rule, msg))
+	}})
+	stages, _, err := instructions.Parse(res.AST, lint)
+	if err != nil {
+		return nil, err
+	}
+	return stages, errors.Join(problems...)
 }
 
-type stage struct {
-	from, name string
-	ins        []instruction
+func firstLine(loc []parser.Range) int {
+	if len(loc) == 0 {
+		return 0
+	}
+	return loc[0].Start.Line
 }
 
-// parseDockerfile is enough of the Dockerfile grammar for these checks:
-// comments, parser directives, backslash continuations, stages.
-func parseDockerfile(data string) ([]stage, error) {
-	var stages []stage
-	s := bufio.NewScanner(strings.NewReader(data))
-	var cur strings.Builder
-	start := 0
-	flush := func() error {
-		text := strings.TrimSpace(cur.String())
-		cur.Reset()
-		if text == "" {
-			return nil
-		}
-		cmd, args, _ := strings.Cut(text, " ")
-		in := instruction{line: start, cmd: strings.ToUpper(cmd), args: strings.TrimSpace(args)}
-		if in.cmd == "FROM" {
-			f := strings.Fields(in.args)
-			var image, name string
-			for i := 0; i < len(f); i++ {
-				switch {
-				case strings.HasPrefix(f[i], "--"):
-				case strings.EqualFold(f[i], "AS") && i+1 < len(f):
-					name = f[i+1]
-					i++
-				default:
-					image = f[i]
-				}
-			}
-			stages = append(stages, stage{from: image, name: name})
-			return nil
-		}
-		if len(stages) == 0 {
-			if in.cmd == "ARG" {
-				return nil // global build arguments
-			}
-			return fmt.Errorf("line %d: %s before FROM", in.line, in.cmd)
-		}
-		st := &stages[len(stages)-1]
-		st.ins = append(st.ins, in)
-		return nil
-	}
-	for n := 1; s.Scan(); n++ {
-		line := s.Text()
-		trimmed := strings.TrimSpace(line)
-		if strings.HasPrefix(trimmed, "#") {
-			continue // comments and parser directives
-		}
-		if cur.Len() == 0 {
-			if trimmed == "" {
-				continue
-			}
-			start = n
-		}
-		if strings.HasSuffix(line, `\`) {
-			cur.WriteString(strings.TrimSuffix(line, `\`) + " ")
-			continue
-		}
-		cur.WriteString(line)
-		if err := flush(); err != nil {
-			return nil, err
-		}
-	}
-	if cur.Len() > 0 {
-		return nil, fmt.Errorf("continuation at the end of the file")
-	}
-	return stages, s.Err()
-}
-
-func (st stage) all(cmd string) []instruction {
-	var out []instruction
-	for _, in := range st.ins {
-		if in.cmd == cmd {
-			out = append(out, in)
+// commands returns the stage's instructions of type T, in order, e.g.
+// commands[*instructions.RunCommand](st).
+func commands[T instructions.Command](st instructions.Stage) []T {
+	var out []T
+	for _, c := range st.Commands {
+		if v, ok := c.(T); ok {
+			out = append(out, v)
 		}
 	}
 	return out
 }
 
-func (st stage) last(cmd string) (instruction, bool) {
-	all := st.all(cmd)
+// last returns the stage's last instruction of type T.
+func last[T instructions.Command](st instructions.Stage) (T, bool) {
+	all := commands[T](st)
 	if len(all) == 0 {
-		return instruction{}, false
+		var zero T
+		return zero, false
 	}
 	return all[len(all)-1], true
 }
@@ -119,7 +80,6 @@ func (st stage) last(cmd string) (instruction, bool) {
 var (
 	goBuildRE = regexp.MustCompile(`go build ([^&;|]*)`)
 	outputRE  = regexp.MustCompile(`-o (\S+) (\./\S+)`)
-	labelRE   = regexp.MustCompile(`(org\.opencontainers\.image\.[a-z]+)=`)
 )
 
 func TestDockerfiles(t *testing.T) {
@@ -137,7 +97,7 @@ func TestDockerfiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			stages, err := parseDockerfile(string(data))
+			stages, err := parseDockerfile(data)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -145,53 +105,53 @@ func TestDockerfiles(t *testing.T) {
 				t.Fatalf("%d stages, want a builder and a final stage", len(stages))
 			}
 			final := stages[len(stages)-1]
-			byName := map[string]stage{}
+			byName := map[string]instructions.Stage{}
 			for _, st := range stages[:len(stages)-1] {
-				byName[st.name] = st
+				byName[st.Name] = st
 			}
 
 			// The final stage: distroless or scratch, a non-root numeric user,
 			// the binary at its fixed path, exec-form entrypoint.
-			if !strings.HasPrefix(final.from, "gcr.io/distroless/static") && final.from != "scratch" {
-				t.Errorf("final stage FROM %s, want distroless static or scratch", final.from)
+			if !strings.HasPrefix(final.BaseName, "gcr.io/distroless/static") && final.BaseName != "scratch" {
+				t.Errorf("final stage FROM %s, want distroless static or scratch", final.BaseName)
 			}
-			user, ok := final.last("USER")
+			user, ok := last[*instructions.UserCommand](final)
 			if !ok {
 				t.Fatal("the final stage has no USER")
 			}
-			uid, _, _ := strings.Cut(user.args, ":")
+			uid, _, _ := strings.Cut(user.User, ":")
 			if uid != "65532" {
-				t.Errorf("USER %s, want 65532 (non-root, numeric so runAsNonRoot can verify it)", user.args)
+				t.Errorf("USER %s, want 65532 (non-root, numeric so runAsNonRoot can verify it)", user.User)
 			}
-			ep, ok := final.last("ENTRYPOINT")
+			ep, ok := last[*instructions.EntrypointCommand](final)
 			if !ok {
 				t.Fatal("no ENTRYPOINT")
 			}
-			var argv []string
-			if err := json.Unmarshal([]byte(ep.args), &argv); err != nil {
-				t.Fatalf("ENTRYPOINT %s is not the exec (JSON) form: %v", ep.args, err)
+			if ep.PrependShell {
+				t.Fatalf("%s is not the exec (JSON) form", ep)
 			}
-			if len(argv) != 1 || argv[0] != img.binary {
-				t.Errorf("ENTRYPOINT %q, want [%q]", argv, img.binary)
+			if len(ep.CmdLine) != 1 || ep.CmdLine[0] != img.binary {
+				t.Errorf("ENTRYPOINT %q, want [%q]", ep.CmdLine, img.binary)
 			}
-			if len(final.all("RUN")) > 0 {
+			if len(commands[*instructions.RunCommand](final)) > 0 {
 				t.Error("RUN in the final stage (there is no shell in it)")
 			}
 			var copied string
-			var from stage
-			for _, c := range final.all("COPY") {
-				f := strings.Fields(c.args)
-				if len(f) == 3 && strings.HasPrefix(f[0], "--from=") && f[2] == img.binary {
-					copied, from = f[1], byName[strings.TrimPrefix(f[0], "--from=")]
+			var from instructions.Stage
+			for _, c := range commands[*instructions.CopyCommand](final) {
+				// No --chown or --chmod: the binary stays root's, not writable
+				// by the user it runs as.
+				if c.From != "" && len(c.SourcePaths) == 1 && c.DestPath == img.binary && c.Chown == "" && c.Chmod == "" {
+					copied, from = c.SourcePaths[0], byName[c.From]
 				}
 			}
-			if copied == "" || from.name == "" {
+			if copied == "" || from.Name == "" {
 				t.Fatalf("no COPY --from=<builder> ... %s in the final stage", img.binary)
 			}
 			labels := map[string]bool{}
-			for _, l := range final.all("LABEL") {
-				for _, m := range labelRE.FindAllStringSubmatch(l.args, -1) {
-					labels[m[1]] = true
+			for _, l := range commands[*instructions.LabelCommand](final) {
+				for _, kv := range l.Labels {
+					labels[kv.Key] = true
 				}
 			}
 			for _, want := range []string{"org.opencontainers.image.source", "org.opencontainers.image.version", "org.opencontainers.image.title", "org.opencontainers.image.licenses"} {
@@ -206,19 +166,20 @@ func TestDockerfiles(t *testing.T) {
 			// The builder: a golang image, a static, reproducible build of the
 			// right package into the file the final stage copies, versioned
 			// through --build-arg VERSION.
-			if !strings.HasPrefix(from.from, "golang:") {
-				t.Errorf("builder FROM %s, want golang", from.from)
+			if !strings.HasPrefix(from.BaseName, "golang:") {
+				t.Errorf("builder FROM %s, want golang", from.BaseName)
 			}
 			if !hasArg(from, "VERSION") {
 				t.Error("the builder has no ARG VERSION")
 			}
 			var build string
-			for _, r := range from.all("RUN") {
-				if m := goBuildRE.FindStringSubmatch(r.args); m != nil {
+			for _, r := range commands[*instructions.RunCommand](from) {
+				cmdline := strings.Join(r.CmdLine, " ")
+				if m := goBuildRE.FindStringSubmatch(cmdline); m != nil {
 					if build != "" {
 						t.Error("more than one go build")
 					}
-					build = r.args
+					build = cmdline
 				}
 			}
 			if build == "" {
@@ -237,12 +198,9 @@ func TestDockerfiles(t *testing.T) {
 			// Every package of this module that the binary needs is copied
 			// into the builder.
 			dirs := map[string]bool{}
-			for _, c := range from.all("COPY") {
-				f := strings.Fields(c.args)
-				if len(f) >= 2 {
-					for _, src := range f[:len(f)-1] {
-						dirs[strings.TrimSuffix(src, "/")] = true
-					}
+			for _, c := range commands[*instructions.CopyCommand](from) {
+				for _, src := range c.SourcePaths {
+					dirs[strings.TrimSuffix(src, "/")] = true
 				}
 			}
 			for _, want := range []string{"go.mod", "go.sum"} {
@@ -260,13 +218,10 @@ func TestDockerfiles(t *testing.T) {
 	}
 }
 
-func hasArg(st stage, name string) bool {
-	for _, a := range st.all("ARG") {
-		if n, _, _ := strings.Cut(a.args, "="); n == name {
-			return true
-		}
-	}
-	return false
+func hasArg(st instructions.Stage, name string) bool {
+	return slices.ContainsFunc(commands[*instructions.ArgCommand](st), func(a *instructions.ArgCommand) bool {
+		return slices.ContainsFunc(a.Args, func(kv instructions.KeyValuePairOptional) bool { return kv.Key == name })
+	})
 }
 
 // moduleDeps lists the packages of this module that pkg imports, directly
@@ -295,14 +250,27 @@ func moduleDeps(t *testing.T, root, pkg string) []string {
 }
 
 func TestParseDockerfile(t *testing.T) {
-	stages, err := parseDockerfile("# syntax=docker/dockerfile:1\nARG GO=1.26\nFROM --platform=$BUILDPLATFORM golang:$GO AS build\nRUN a \\\n  b\n\nFROM scratch\nUSER 1:1\n")
+	stages, err := parseDockerfile([]byte("# syntax=docker/dockerfile:1\nARG GO=1.26\nFROM --platform=$BUILDPLATFORM golang:$GO AS build\nRUN a \\\n  b\n\nFROM scratch\nUSER 1:1\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(stages) != 2 || stages[0].name != "build" || stages[0].from != "golang:$GO" || stages[0].ins[0].args != "a    b" || stages[1].ins[0].cmd != "USER" {
+	if len(stages) != 2 || stages[0].Name != "build" || stages[0].BaseName != "golang:$GO" || len(stages[1].Commands) != 1 {
 		t.Fatalf("%+v", stages)
 	}
-	if _, err := parseDockerfile("RUN x\n"); err == nil {
-		t.Error("RUN before FROM accepted")
+	if run, ok := last[*instructions.RunCommand](stages[0]); !ok || !slices.Equal(run.CmdLine, []string{"a   b"}) || !run.PrependShell {
+		t.Errorf("RUN %+v, want the shell form \"a   b\"", run)
+	}
+	if user, ok := last[*instructions.UserCommand](stages[1]); !ok || user.User != "1:1" {
+		t.Errorf("USER %+v, want 1:1", user)
+	}
+	for name, bad := range map[string]string{
+		"RUN before FROM":     "RUN x\n",
+		"lower-case as":       "FROM golang:1.26 as build\nRUN x\n",
+		"unknown instruction": "FROM scratch\nCOPYY a b\n",
+		"empty continuation":  "FROM scratch\nRUN a \\\n\n b\n",
+	} {
+		if _, err := parseDockerfile([]byte(bad)); err == nil {
+			t.Errorf("%s accepted", name)
+		}
 	}
 }

@@ -2,8 +2,10 @@ package chart
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -263,7 +265,7 @@ func TestChartAgainstAPIServer(t *testing.T) {
 			want := r.webhook(t).Webhooks[0]
 			got := mwc.Webhooks[0]
 			if *got.FailurePolicy != *want.FailurePolicy || *got.TimeoutSeconds != *want.TimeoutSeconds || *got.MatchPolicy != *want.MatchPolicy ||
-				got.ObjectSelector.Size() != 0 || !equalStrings(got.NamespaceSelector.MatchExpressions[0].Values, want.NamespaceSelector.MatchExpressions[0].Values) {
+				got.ObjectSelector.Size() != 0 || !slices.Equal(got.NamespaceSelector.MatchExpressions[0].Values, want.NamespaceSelector.MatchExpressions[0].Values) {
 				t.Errorf("stored webhook differs: %+v", got)
 			}
 			if err := c.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, r.fullname, metav1.DeleteOptions{}); err != nil {
@@ -311,7 +313,7 @@ func TestChartAgainstAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(got.Data[storage.FileAccessKeyID]) == 0 || len(got.Data[storage.FileSecretAccessKey]) == 0 {
-			t.Errorf("the credentials Secret lacks %s or %s: %v", storage.FileAccessKeyID, storage.FileSecretAccessKey, keys(got.Data))
+			t.Errorf("the credentials Secret lacks %s or %s: %v", storage.FileAccessKeyID, storage.FileSecretAccessKey, slices.Sorted(maps.Keys(got.Data)))
 		}
 	})
 
@@ -375,12 +377,4 @@ func decodeFile(t *testing.T, file string) []*unstructured.Unstructured {
 		t.Fatalf("%s: no objects", file)
 	}
 	return objs
-}
-
-func keys[V any](m map[string]V) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }

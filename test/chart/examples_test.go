@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -109,7 +110,7 @@ func TestExamplesFitTogether(t *testing.T) {
 func setupScript(t *testing.T, ex examples) string {
 	t.Helper()
 	c := ex.job.Spec.Template.Spec.Containers
-	if len(c) != 1 || len(c[0].Args) != 1 || !equalStrings(c[0].Command, []string{"/bin/sh", "-ec"}) {
+	if len(c) != 1 || len(c[0].Args) != 1 || !slices.Equal(c[0].Command, []string{"/bin/sh", "-ec"}) {
 		t.Fatalf("the setup Job is not one /bin/sh -ec script: %+v", c)
 	}
 	return c[0].Args[0]

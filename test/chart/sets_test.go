@@ -9,8 +9,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"maps"
 	"math/big"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +28,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 )
 
@@ -56,12 +59,7 @@ func (r *rendered) find(t *testing.T, kind string) *unstructured.Unstructured {
 }
 
 func (r *rendered) has(kind string) bool {
-	for _, o := range r.objs {
-		if o.GetKind() == kind {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(r.objs, func(o *unstructured.Unstructured) bool { return o.GetKind() == kind })
 }
 
 func (r *rendered) deployment(t *testing.T) *appsv1.Deployment {
@@ -203,11 +201,11 @@ func valueSets(t *testing.T) []valueSet {
 					t.Fatalf("namespaceSelector = %+v", sel)
 				}
 				want := []string{"dc-excl", "kube-system", "monitoring", "batch-jobs"}
-				if got := sel.MatchExpressions[0].Values; !equalStrings(got, want) {
+				if got := sel.MatchExpressions[0].Values; !slices.Equal(got, want) {
 					t.Errorf("excluded by the webhook configuration: %q, want %q", got, want)
 				}
 				want = []string{"monitoring", "kube-system", "batch-jobs"}
-				if got := r.config(t).ExcludedNamespaces; !equalStrings(got, want) {
+				if got := r.config(t).ExcludedNamespaces; !slices.Equal(got, want) {
 					t.Errorf("config excludedNamespaces = %q, want %q", got, want)
 				}
 			},
@@ -342,7 +340,7 @@ func checkDefaults(t *testing.T, r *rendered) {
 	if want := "ghcr.io/dumpcatcher/dumpcatcher-webhook:" + chartAppVersion(t); c.Image != want {
 		t.Errorf("image = %s, want %s", c.Image, want)
 	}
-	if !equalStrings(c.Args[:2], []string{"--config=/etc/dumpcatcher/config.yaml", "--cert-dir=/etc/dumpcatcher/tls"}) {
+	if !slices.Equal(c.Args[:2], []string{"--config=/etc/dumpcatcher/config.yaml", "--cert-dir=/etc/dumpcatcher/tls"}) {
 		t.Errorf("args = %q", c.Args)
 	}
 	if len(c.Env) != 1 || c.Env[0].Name != "POD_NAMESPACE" || c.Env[0].ValueFrom == nil || c.Env[0].ValueFrom.FieldRef == nil || c.Env[0].ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
@@ -411,8 +409,8 @@ func checkDefaults(t *testing.T, r *rendered) {
 	// Least privilege: get, list and watch namespaces, nothing else.
 	var role rbacv1.ClusterRole
 	render.Decode(t, r.find(t, "ClusterRole"), &role)
-	if len(role.Rules) != 1 || !equalStrings(role.Rules[0].APIGroups, []string{""}) || !equalStrings(role.Rules[0].Resources, []string{"namespaces"}) ||
-		!equalStrings(role.Rules[0].Verbs, []string{"get", "list", "watch"}) || len(role.Rules[0].ResourceNames) != 0 {
+	if len(role.Rules) != 1 || !slices.Equal(role.Rules[0].APIGroups, []string{""}) || !slices.Equal(role.Rules[0].Resources, []string{"namespaces"}) ||
+		!slices.Equal(role.Rules[0].Verbs, []string{"get", "list", "watch"}) || len(role.Rules[0].ResourceNames) != 0 {
 		t.Errorf("ClusterRole rules = %+v", role.Rules)
 	}
 	var binding rbacv1.ClusterRoleBinding
@@ -429,8 +427,8 @@ func checkDefaults(t *testing.T, r *rendered) {
 	if w.Name != "pods.dumpcatcher.io" || svcRef == nil || svcRef.Name != name || svcRef.Namespace != ns || *svcRef.Path != "/mutate-v1-pod" || *svcRef.Port != 443 {
 		t.Errorf("webhook %s client %+v", w.Name, w.ClientConfig)
 	}
-	if len(w.Rules) != 1 || !equalStrings(opStrings(w.Rules[0].Operations), []string{"CREATE"}) || !equalStrings(w.Rules[0].Resources, []string{"pods"}) ||
-		!equalStrings(w.Rules[0].APIGroups, []string{""}) || !equalStrings(w.Rules[0].APIVersions, []string{"v1"}) {
+	if len(w.Rules) != 1 || !slices.Equal(w.Rules[0].Operations, []admissionregistrationv1.OperationType{admissionregistrationv1.Create}) || !slices.Equal(w.Rules[0].Resources, []string{"pods"}) ||
+		!slices.Equal(w.Rules[0].APIGroups, []string{""}) || !slices.Equal(w.Rules[0].APIVersions, []string{"v1"}) {
 		t.Errorf("rules = %+v", w.Rules)
 	}
 	if w.ObjectSelector != nil {
@@ -438,11 +436,11 @@ func checkDefaults(t *testing.T, r *rendered) {
 	}
 	sel := w.NamespaceSelector
 	if sel == nil || len(sel.MatchLabels) != 0 || len(sel.MatchExpressions) != 1 || sel.MatchExpressions[0].Key != "kubernetes.io/metadata.name" ||
-		sel.MatchExpressions[0].Operator != "NotIn" || !equalStrings(sel.MatchExpressions[0].Values, []string{ns, "kube-system"}) {
+		sel.MatchExpressions[0].Operator != "NotIn" || !slices.Equal(sel.MatchExpressions[0].Values, []string{ns, "kube-system"}) {
 		t.Errorf("namespaceSelector = %+v", sel)
 	}
 	if *w.FailurePolicy != admissionregistrationv1.Ignore || *w.TimeoutSeconds != 5 || *w.SideEffects != admissionregistrationv1.SideEffectClassNone ||
-		*w.ReinvocationPolicy != admissionregistrationv1.IfNeededReinvocationPolicy || !equalStrings(w.AdmissionReviewVersions, []string{"v1"}) {
+		*w.ReinvocationPolicy != admissionregistrationv1.IfNeededReinvocationPolicy || !slices.Equal(w.AdmissionReviewVersions, []string{"v1"}) {
 		t.Errorf("failurePolicy %v timeout %v sideEffects %v reinvocation %v versions %v", *w.FailurePolicy, *w.TimeoutSeconds, *w.SideEffects, *w.ReinvocationPolicy, w.AdmissionReviewVersions)
 	}
 	if len(w.ClientConfig.CABundle) != 0 {
@@ -459,7 +457,7 @@ func checkDefaults(t *testing.T, r *rendered) {
 	if s := str(serving, "spec", "secretName"); s != volume(t, d, "tls").Secret.SecretName {
 		t.Errorf("serving certificate Secret %q is not the one mounted", s)
 	}
-	if got, want := strs(serving, "spec", "dnsNames"), []string{name, name + "." + ns, name + "." + ns + ".svc", name + "." + ns + ".svc.cluster.local"}; !equalStrings(got, want) {
+	if got, want := strs(serving, "spec", "dnsNames"), []string{name, name + "." + ns, name + "." + ns + ".svc", name + "." + ns + ".svc.cluster.local"}; !slices.Equal(got, want) {
 		t.Errorf("dnsNames = %q, want %q", got, want)
 	}
 	caIssuer := render.Find(t, r.objs, "Issuer", str(serving, "spec", "issuerRef", "name"))
@@ -565,7 +563,7 @@ func checkScheduling(t *testing.T, r *rendered) {
 	if tsc := pod.TopologySpreadConstraints; len(tsc) != 1 || tsc[0].TopologyKey != "topology.kubernetes.io/zone" || tsc[0].LabelSelector == nil || !equalMaps(tsc[0].LabelSelector.MatchLabels, d.Spec.Selector.MatchLabels) {
 		t.Errorf("topologySpreadConstraints %+v", tsc)
 	}
-	if !equalStrings(c.Args[len(c.Args)-2:], []string{"--zap-log-level=debug", "--zap-encoder=console"}) {
+	if !slices.Equal(c.Args[len(c.Args)-2:], []string{"--zap-log-level=debug", "--zap-encoder=console"}) {
 		t.Errorf("args %q", c.Args)
 	}
 	var pdb policyv1.PodDisruptionBudget
@@ -604,12 +602,7 @@ func volume(t *testing.T, d *appsv1.Deployment, name string) corev1.Volume {
 }
 
 func hasServicePort(svc corev1.Service, name string) bool {
-	for _, p := range svc.Spec.Ports {
-		if p.Name == name {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == name })
 }
 
 func str(o *unstructured.Unstructured, fields ...string) string {
@@ -622,41 +615,15 @@ func strs(o *unstructured.Unstructured, fields ...string) []string {
 	return s
 }
 
-func opStrings(ops []admissionregistrationv1.OperationType) []string {
-	out := make([]string, len(ops))
-	for i, o := range ops {
-		out[i] = string(o)
-	}
-	return out
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
+// equalMaps reports whether a selector is the same as another, and not
+// empty (an empty one would select everything).
 func equalMaps(a, b map[string]string) bool {
-	return len(a) == len(b) && selects(a, b)
+	return len(a) > 0 && maps.Equal(a, b)
 }
 
-// selects reports whether every label of sel is in labels.
-func selects(sel, labels map[string]string) bool {
-	if len(sel) == 0 {
-		return false
-	}
-	for k, v := range sel {
-		if lv, ok := labels[k]; !ok || lv != v {
-			return false
-		}
-	}
-	return true
+// selects reports whether the selector sel, not empty, selects the labels.
+func selects(sel, l map[string]string) bool {
+	return len(sel) > 0 && labels.SelectorFromSet(sel).Matches(labels.Set(l))
 }
 
 func isTrue(b *bool) bool { return b != nil && *b }

@@ -5,7 +5,6 @@ package cluster
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"debug/elf"
@@ -23,6 +22,9 @@ import (
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/test/chart/render"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
 )
 
 // imagesDir is where images.sh writes its archives (env.sh's E2E_IMAGES).
@@ -37,45 +39,38 @@ func imagesDir() string {
 	return filepath.Join(root, "images")
 }
 
-// finalStage returns the instructions of a Dockerfile's last stage as
-// (upper-case instruction, arguments), continuations joined, comments
-// dropped.
-func finalStage(t *testing.T, file string) [][2]string {
+// finalStage parses a Dockerfile with BuildKit's parser and returns its
+// last stage, with words unquoted as a build would (variables the
+// Dockerfile does not set, like $VERSION, stay as written).
+func finalStage(t *testing.T, file string) instructions.Stage {
 	t.Helper()
-	f, err := os.Open(file)
+	data, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var all [][2]string
-	var cur strings.Builder
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		line := s.Text()
-		if strings.HasPrefix(strings.TrimSpace(line), "#") {
-			continue
-		}
-		if l, ok := strings.CutSuffix(line, `\`); ok {
-			cur.WriteString(l + " ")
-			continue
-		}
-		cur.WriteString(line)
-		text := strings.TrimSpace(cur.String())
-		cur.Reset()
-		if text == "" {
-			continue
-		}
-		ins, args, _ := strings.Cut(text, " ")
-		ins = strings.ToUpper(ins)
-		if ins == "FROM" {
-			all = nil
-		}
-		all = append(all, [2]string{ins, strings.TrimSpace(args)})
+	res, err := parser.Parse(bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("%s: %v", file, err)
 	}
-	if err := s.Err(); err != nil {
-		t.Fatal(err)
+	stages, _, err := instructions.Parse(res.AST, nil)
+	if err != nil || len(stages) == 0 {
+		t.Fatalf("%s: %d stages, %v", file, len(stages), err)
 	}
-	return all
+	final := stages[len(stages)-1]
+	lex := shell.NewLex(res.EscapeToken)
+	lex.SkipUnsetEnv = true
+	expand := func(word string) (string, error) {
+		s, _, err := lex.ProcessWord(word, shell.EnvsFromSlice(nil))
+		return s, err
+	}
+	for _, c := range final.Commands {
+		if e, ok := c.(instructions.SupportsSingleWordExpansion); ok {
+			if err := e.Expand(expand); err != nil {
+				t.Fatalf("%s: %s: %v", file, c, err)
+			}
+		}
+	}
+	return final
 }
 
 type imageConfig struct {
@@ -204,28 +199,26 @@ func TestImagesMatchDockerfiles(t *testing.T) {
 			}
 			var copied []string
 			wantLabels := map[string]string{}
-			for _, in := range finalStage(t, filepath.Join(root, tc.dockerfile)) {
-				ins, args := in[0], in[1]
-				switch ins {
-				case "USER":
-					if img.config.User != args {
-						t.Errorf("user %q, Dockerfile says %q", img.config.User, args)
+			for _, c := range finalStage(t, filepath.Join(root, tc.dockerfile)).Commands {
+				switch c := c.(type) {
+				case *instructions.UserCommand:
+					if img.config.User != c.User {
+						t.Errorf("user %q, Dockerfile says %q", img.config.User, c.User)
 					}
-					uid, _, _ := strings.Cut(args, ":")
+					uid, _, _ := strings.Cut(c.User, ":")
 					if !img.passwdUID(uid) {
 						t.Errorf("/etc/passwd has no uid %s", uid)
 					}
-				case "ENTRYPOINT":
-					var want []string
-					if err := json.Unmarshal([]byte(args), &want); err != nil {
-						t.Fatalf("ENTRYPOINT %s: not the exec form: %v", args, err)
+				case *instructions.EntrypointCommand:
+					if c.PrependShell {
+						t.Fatalf("%s: not the exec form", c)
 					}
-					if !slices.Equal(img.config.Entrypoint, want) {
-						t.Errorf("entrypoint %q, Dockerfile says %q", img.config.Entrypoint, want)
+					if !slices.Equal(img.config.Entrypoint, c.CmdLine) {
+						t.Errorf("entrypoint %q, Dockerfile says %q", img.config.Entrypoint, c.CmdLine)
 					}
-				case "EXPOSE":
+				case *instructions.ExposeCommand:
 					want := map[string]struct{}{}
-					for _, p := range strings.Fields(args) {
+					for _, p := range c.Ports {
 						if !strings.Contains(p, "/") {
 							p += "/tcp"
 						}
@@ -236,16 +229,14 @@ func TestImagesMatchDockerfiles(t *testing.T) {
 					}
 					for p := range want {
 						if _, ok := img.config.ExposedPorts[p]; !ok {
-							t.Errorf("port %s not exposed (Dockerfile EXPOSE %s)", p, args)
+							t.Errorf("port %s not exposed (Dockerfile %s)", p, c)
 						}
 					}
-				case "COPY":
-					f := strings.Fields(args)
-					copied = append(copied, f[len(f)-1])
-				case "LABEL":
-					for _, kv := range splitLabels(args) {
-						k, v, _ := strings.Cut(kv, "=")
-						wantLabels[k] = v
+				case *instructions.CopyCommand:
+					copied = append(copied, c.DestPath)
+				case *instructions.LabelCommand:
+					for _, kv := range c.Labels {
+						wantLabels[kv.Key] = kv.Value
 					}
 				}
 			}
@@ -278,27 +269,6 @@ func TestImagesMatchDockerfiles(t *testing.T) {
 			checkBase(t, img)
 		})
 	}
-}
-
-// splitLabels splits `k="v" k2="v 2"` into k=v pairs.
-func splitLabels(s string) []string {
-	var out []string
-	for s = strings.TrimSpace(s); s != ""; s = strings.TrimSpace(s) {
-		k, rest, ok := strings.Cut(s, "=")
-		if !ok {
-			break
-		}
-		if v, err := strconv.QuotedPrefix(rest); err == nil {
-			uq, _ := strconv.Unquote(v)
-			out = append(out, k+"="+uq)
-			s = rest[len(v):]
-			continue
-		}
-		v, after, _ := strings.Cut(rest, " ")
-		out = append(out, k+"="+v)
-		s = after
-	}
-	return out
 }
 
 // checkBase: what distroless/static provides and the binaries use.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the pinned test binaries (kube-apiserver, etcd, minio, helm, mc) from the
-# small Go modules next to this script and prints the directory holding them
-# as the LAST line of stdout; everything else goes to stderr:
+# Builds the pinned test binaries (kube-apiserver, etcd, minio, helm,
+# helm-docs, mc) from the small Go modules next to this script and prints the
+# directory holding them as the LAST line of stdout; everything else goes to
+# stderr:
 #
 #   KUBEBUILDER_ASSETS=$(test/tools/install.sh)         # all of them
 #   test/tools/install.sh etcd helm                      # just these
@@ -24,7 +25,7 @@ set -euo pipefail
 exec 3>&1 1>&2 # stdout is reserved for the final bin-dir line
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
-all_tools=(kube-apiserver etcd minio helm mc crds)
+all_tools=(kube-apiserver etcd minio helm helm-docs mc crds)
 # The single-node cluster of test/cluster needs these on top of etcd and
 # kube-apiserver. They are not in all_tools: `make test` does not run a
 # cluster, and the four of them cost about 4 minutes of 2 cores to build
@@ -135,6 +136,14 @@ spec() {
 		v=$(modver helm helm.sh/helm/v3)
 		ldflags+=" -X helm.sh/helm/v3/internal/version.version=$v"
 		ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+		;;
+	helm-docs)
+		# Generates charts/dumpcatcher/README.md (make generate; TestReadme
+		# fails when it is stale). The version shows in the README's footer,
+		# without the v as helm-docs' own release build stamps it.
+		dir=helm-docs pkg=github.com/norwoodj/helm-docs/cmd/helm-docs
+		v=$(modver helm-docs github.com/norwoodj/helm-docs)
+		ldflags+=" -X main.version=${v#v}"
 		;;
 	*) return 1 ;;
 	esac

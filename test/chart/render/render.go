@@ -3,9 +3,10 @@
 // registers the webhook through the chart's own MutatingWebhookConfiguration
 // rather than a hand-written copy.
 //
-// Helm is the binary test/tools/install.sh builds into $KUBEBUILDER_ASSETS
-// (else the one on PATH). Without it the calling test is skipped, or fails
-// when DUMPCATCHER_REQUIRE_REAL is set (as `make test` does).
+// Helm (like helm-docs, see Tool) is the binary test/tools/install.sh builds
+// into $KUBEBUILDER_ASSETS (else the one on PATH). Without it the calling
+// test is skipped, or fails when DUMPCATCHER_REQUIRE_REAL is set (as `make
+// test` does).
 package render
 
 import (
@@ -71,18 +72,26 @@ func ChartDir(t testing.TB) string {
 // failing it under DUMPCATCHER_REQUIRE_REAL).
 func Helm(t testing.TB) string {
 	t.Helper()
+	return Tool(t, "helm")
+}
+
+// Tool returns the binary name that test/tools/install.sh builds into
+// $KUBEBUILDER_ASSETS (else the one on PATH), skipping the test when there
+// is none (or failing it under DUMPCATCHER_REQUIRE_REAL).
+func Tool(t testing.TB, name string) string {
+	t.Helper()
 	if assets := os.Getenv("KUBEBUILDER_ASSETS"); assets != "" {
-		if p := filepath.Join(assets, "helm"); isExecutable(p) {
+		if p := filepath.Join(assets, name); isExecutable(p) {
 			return p
 		}
 	}
-	if p, err := exec.LookPath("helm"); err == nil {
+	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
 	if os.Getenv("DUMPCATCHER_REQUIRE_REAL") != "" {
-		t.Fatal("helm not found in $KUBEBUILDER_ASSETS or on PATH; run `make tools` (make test does)")
+		t.Fatalf("%s not found in $KUBEBUILDER_ASSETS or on PATH; run `make tools` (make test does)", name)
 	}
-	t.Skip("helm not found: set KUBEBUILDER_ASSETS=$(test/tools/install.sh helm)")
+	t.Skipf("%s not found: set KUBEBUILDER_ASSETS=$(test/tools/install.sh %s)", name, name)
 	return ""
 }
 
