@@ -14,7 +14,7 @@ help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: ## build the pinned test tools (kube-apiserver, etcd, minio, helm, mc, cert-manager and ServiceMonitor CRDs) into the cache
+tools: ## build the pinned test tools (kube-apiserver, etcd, minio, helm, helm-docs, mc, cert-manager and ServiceMonitor CRDs) into the cache
 	@bash test/tools/install.sh >/dev/null
 
 .PHONY: build
@@ -33,6 +33,14 @@ test: lint ## everything: unit, golden, fuzz seeds, real JVM, envtest against a 
 	@assets=$$(bash test/tools/install.sh); \
 	  KUBEBUILDER_ASSETS=$$assets DUMPCATCHER_REQUIRE_REAL=1 go test -count=1 -race ./...
 	go test -run '^$$' -fuzz FuzzInject -fuzztime $(FUZZTIME) ./webhook/inject
+
+.PHONY: test-unit
+test-unit: ## the fast loop: every test that needs no built tool (no MinIO, kube-apiserver or Helm; those skip), no -race
+	go test -count=1 ./...
+
+.PHONY: update-golden
+update-golden: ## rewrite the golden files of the injection (webhook/inject) and of offline injection (webhook/manifest); review the diff
+	go test ./webhook/inject ./webhook/manifest -run Golden -update
 
 .PHONY: bench
 bench: ## benchmarks (figures go to docs/benchmarks.md); as root also bench-cluster
