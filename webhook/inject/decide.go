@@ -1,0 +1,196 @@
+package inject
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
+	"github.com/dumpcatcher/dumpcatcher/webhook/config"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// decision is what decide concluded about one pod: inject it as plan says,
+// or skip it for reason. warnings go to the user either way.
+type decision struct {
+	inject   bool
+	reason   string
+	warnings []string
+	plan     plan
+}
+
+// plan is what to inject: the per-pod settings after the annotations
+// override the configuration, and where the pod belongs.
+type plan struct {
+	namespace   string
+	workload    Workload
+	targets     []string
+	destination string
+	secret      string
+	preStop     string
+	sizeLimit   string
+}
+
+// decide says whether a pod is to be injected and with which settings and
+// targets; it reads the pod and changes nothing. An *AnnotationError means
+// the pod must be denied.
+func decide(in Input, opts Options) (decision, error) {
+	pod := in.Pod
+	ns := in.Namespace
+	if ns == "" {
+		ns = pod.Namespace
+	}
+	skip := func(reason string, warnings ...string) (decision, error) {
+		return decision{reason: reason, warnings: warnings}, nil
+	}
+	switch {
+	case ns == "kube-system":
+		return skip("namespace kube-system is never injected")
+	case ns != "" && ns == opts.OwnNamespace:
+		return skip("the webhook's own namespace is never injected")
+	case slices.Contains(opts.Config.ExcludedNamespaces, ns):
+		return skip(fmt.Sprintf("namespace %s is excluded in the webhook configuration", ns))
+	}
+	ann := pod.Annotations
+	if _, ok := ann[AnnotationStatus]; ok {
+		return skip("already injected (" + AnnotationStatus + " is set)")
+	}
+	if hasOurSidecar(pod) {
+		return skip("already injected (sidecar present)",
+			fmt.Sprintf("dumpcatcher: pod already has the %q uploader but no %s annotation; not injected again", SidecarName, AnnotationStatus))
+	}
+	switch v, ok := ann[AnnotationInject]; {
+	case ok && v == "false":
+		return skip("opted out with " + AnnotationInject + `: "false"`)
+	case ok && v != "true":
+		return decision{}, &AnnotationError{AnnotationInject, v, `allowed values are "true" and "false"`}
+	case !ok && in.NamespaceLabels[LabelInject] != LabelEnabled:
+		return skip("not opted in")
+	}
+	if pod.Spec.OS != nil && pod.Spec.OS.Name == corev1.Windows {
+		return skip("Windows pod", "dumpcatcher: Windows pods are not supported; not injected")
+	}
+	p, err := resolveSettings(pod, opts.Config)
+	if err != nil {
+		return decision{}, err
+	}
+	if p.destination == "" {
+		return skip("no destination", fmt.Sprintf("dumpcatcher: not injected: no storage destination; set the pod annotation %s or destination in the webhook configuration", AnnotationDestination))
+	}
+	p.namespace = ns
+	p.workload = in.Workload
+	if p.workload.Name == "" {
+		p.workload = workloadOf(pod)
+	}
+	return decision{inject: true, plan: p}, nil
+}
+
+// resolveSettings validates the override annotations and applies them over
+// the configuration.
+func resolveSettings(pod *corev1.Pod, cfg config.Config) (plan, error) {
+	ann := pod.Annotations
+	p := plan{destination: cfg.Destination, secret: cfg.CredentialsSecret, preStop: cfg.PreStop, sizeLimit: cfg.SizeLimit}
+	if v, ok := ann[AnnotationContainers]; ok {
+		t, err := parseTargets(pod, v)
+		if err != nil {
+			return p, err
+		}
+		p.targets = t
+	} else {
+		for _, c := range pod.Spec.Containers {
+			p.targets = append(p.targets, c.Name)
+		}
+	}
+	if v, ok := ann[AnnotationDestination]; ok {
+		if _, err := contract.ParseDestination(v); err != nil {
+			return p, &AnnotationError{AnnotationDestination, v, err.Error()}
+		}
+		p.destination = v
+	}
+	if v, ok := ann[AnnotationSecret]; ok {
+		if errs := validation.IsDNS1123Subdomain(v); len(errs) > 0 {
+			return p, &AnnotationError{AnnotationSecret, v, "not a Secret name: " + strings.Join(errs, "; ")}
+		}
+		p.secret = v
+	}
+	if v, ok := ann[AnnotationPreStop]; ok {
+		if !slices.Contains(contract.Policies(), v) {
+			return p, &AnnotationError{AnnotationPreStop, v, "allowed values are " + strings.Join(contract.Policies(), ", ")}
+		}
+		p.preStop = v
+	}
+	if v, ok := ann[AnnotationSizeLimit]; ok {
+		if err := config.ValidateSizeLimit(v); err != nil {
+			return p, &AnnotationError{AnnotationSizeLimit, v, "want a quantity greater than zero, such as 4Gi"}
+		}
+		p.sizeLimit = v
+	}
+	return p, nil
+}
+
+func parseTargets(pod *corev1.Pod, v string) ([]string, error) {
+	var names []string
+	for _, c := range pod.Spec.Containers {
+		names = append(names, c.Name)
+	}
+	var targets []string
+	for _, raw := range strings.Split(v, ",") {
+		n := strings.TrimSpace(raw)
+		if n == "" {
+			continue
+		}
+		if !slices.Contains(names, n) {
+			reason := fmt.Sprintf("no container %q in the pod; containers: %s", n, strings.Join(names, ", "))
+			for _, ic := range pod.Spec.InitContainers {
+				if ic.Name == n {
+					reason = fmt.Sprintf("%q is an init container; only regular containers can be targets: %s", n, strings.Join(names, ", "))
+				}
+			}
+			return nil, &AnnotationError{AnnotationContainers, v, reason}
+		}
+		if !slices.Contains(targets, n) {
+			targets = append(targets, n)
+		}
+	}
+	if len(targets) == 0 {
+		return nil, &AnnotationError{AnnotationContainers, v, "name at least one container, comma-separated: " + strings.Join(names, ", ")}
+	}
+	return targets, nil
+}
+
+// hasOurSidecar recognises an injected uploader by name and command, so that
+// a pod whose status annotation was removed is not injected twice.
+func hasOurSidecar(pod *corev1.Pod) bool {
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range list {
+			if strings.HasPrefix(c.Name, SidecarName) && len(c.Command) == 2 && c.Command[0] == contract.BinaryPath && c.Command[1] == contract.CmdUpload {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// workloadOf names the pod's controller: a ReplicaSet with the
+// pod-template-hash suffix stands for its Deployment.
+func workloadOf(pod *corev1.Pod) Workload {
+	for _, o := range pod.OwnerReferences {
+		if o.Controller == nil || !*o.Controller {
+			continue
+		}
+		if o.Kind == "ReplicaSet" {
+			if h := pod.Labels["pod-template-hash"]; h != "" && strings.HasSuffix(o.Name, "-"+h) {
+				return Workload{Kind: "Deployment", Name: strings.TrimSuffix(o.Name, "-"+h)}
+			}
+		}
+		return Workload{Kind: o.Kind, Name: o.Name}
+	}
+	switch {
+	case pod.Name != "":
+		return Workload{Kind: "Pod", Name: pod.Name}
+	case pod.GenerateName != "":
+		return Workload{Kind: "Pod", Name: strings.TrimRight(pod.GenerateName, "-")}
+	}
+	return Workload{Kind: "Pod", Name: "unnamed"}
+}
