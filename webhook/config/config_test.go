@@ -109,3 +109,24 @@ func TestLoad(t *testing.T) {
 		t.Errorf("Load(missing) = %v", err)
 	}
 }
+
+// TestErrorsKeepSecrets: the webhook logs configuration errors at start; a
+// destination with credentials is refused without repeating them.
+func TestErrorsKeepSecrets(t *testing.T) {
+	for _, in := range []string{
+		"destination: s3://AKIAEXAMPLE:wJalrSECRET@dumps/p",
+		"destination: s3://AKIAEXAMPLE:wJal/rSECRET@dumps/p",
+		"destination: s3://dumps/p?endpoint=https://AKIAEXAMPLE:wJalrSECRET@minio:9000",
+		"destination: [s3://AKIAEXAMPLE:wJalrSECRET@dumps/p]",
+		"destination: {url: s3://AKIAEXAMPLE:wJalrSECRET@dumps/p}",
+	} {
+		_, err := Parse([]byte(in), "v1")
+		if err == nil {
+			t.Errorf("Parse(%q) accepted it", in)
+			continue
+		}
+		if strings.Contains(err.Error(), "SECRET") || strings.Contains(err.Error(), "AKIAEXAMPLE") {
+			t.Errorf("Parse(%q) error repeats the secret: %v", in, err)
+		}
+	}
+}

@@ -141,10 +141,10 @@ func parseTargets(pod *corev1.Pod, v string) ([]string, error) {
 			continue
 		}
 		if !slices.Contains(names, n) {
-			reason := fmt.Sprintf("no container %q in the pod; containers: %s", n, strings.Join(names, ", "))
+			reason := fmt.Sprintf("no container %s in the pod; containers: %s", quote(n), strings.Join(names, ", "))
 			for _, ic := range pod.Spec.InitContainers {
 				if ic.Name == n {
-					reason = fmt.Sprintf("%q is an init container; only regular containers can be targets: %s", n, strings.Join(names, ", "))
+					reason = fmt.Sprintf("%s is an init container; only regular containers can be targets: %s", quote(n), strings.Join(names, ", "))
 				}
 			}
 			return nil, &AnnotationError{AnnotationContainers, v, reason}

@@ -2,6 +2,7 @@ package inject
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
@@ -106,7 +107,8 @@ func fuzzInput(t *testing.T, data []byte) (Input, Options) {
 	c.annotate(ann, AnnotationContainers, "app", "app,worker", "x", "", " , ", "dumpcatcher", "init")
 	c.annotate(ann, AnnotationPreStop, "always", "on-pressure", "never", "sometimes")
 	c.annotate(ann, AnnotationSizeLimit, "1Gi", "0", "lots", "-1")
-	c.annotate(ann, AnnotationDestination, "s3://other-bucket/p", "gs://x", "file:///mnt/dumps", "")
+	c.annotate(ann, AnnotationDestination, "s3://other-bucket/p", "gs://x", "file:///mnt/dumps", "",
+		"s3://KEY:SECRET@dumps/p", "s3://KEY:SE/CRET@dumps/p", "s3://dumps?endpoint=https://KEY:SECRET@minio:9000", "s3://dumps?endpoint=https://minio:9000/SECRET")
 	c.annotate(ann, AnnotationSecret, "creds", "Bad_Name", "")
 	c.annotate(ann, AnnotationStatus, "{}", "garbage")
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: c.pick("p", "", "web-1"), GenerateName: c.pick("", "web-abc-"), Annotations: ann,
@@ -156,7 +158,8 @@ func fuzzInput(t *testing.T, data []byte) (Input, Options) {
 }
 
 // FuzzInject: the injection never panics, never changes its input, denies
-// only with an *AnnotationError, is idempotent, and never hands the JVM a
+// only with an *AnnotationError that repeats no secret, never injects a
+// destination with credentials, is idempotent, and never hands the JVM a
 // reference to a variable that may be undefined.
 func FuzzInject(f *testing.F) {
 	for _, seed := range [][]byte{
@@ -172,6 +175,12 @@ func FuzzInject(f *testing.F) {
 		res, err := Inject(in, opts)
 		if diff := cmp.Diff(before, in.Pod); diff != "" {
 			t.Fatalf("Inject changed its input:\n%s", diff)
+		}
+		if err != nil && strings.Contains(err.Error(), "SECRET") {
+			t.Fatalf("denial repeats a secret: %v", err)
+		}
+		if err == nil && res.Injected && strings.Contains(res.Pod.Annotations[AnnotationStatus], "SECRET") {
+			t.Fatalf("a destination with a secret was injected: %s", res.Pod.Annotations[AnnotationStatus])
 		}
 		checkInvariants(t, in, opts, func() goldenResult {
 			if err != nil {

@@ -67,14 +67,52 @@ type Result struct {
 }
 
 // AnnotationError is an invalid annotation value: the pod is denied with it.
+//
+// Its message ends up in the admission response, the webhook's log and the
+// events of the pod's ReplicaSet or Job, so it quotes Value only when it is
+// a short enum-like word (see quote) and never for dumpcatcher.io/destination,
+// which may carry credentials; Reason must follow the same rule.
 type AnnotationError struct {
 	Annotation string
-	Value      string
-	Reason     string
+	// Value is the annotation's value; Error does not print it unless it is
+	// short and harmless.
+	Value  string
+	Reason string
 }
 
 func (e *AnnotationError) Error() string {
+	if e.Annotation == AnnotationDestination || !isShortWord(e.Value) {
+		return fmt.Sprintf("annotation %s: invalid value: %s", e.Annotation, e.Reason)
+	}
 	return fmt.Sprintf("annotation %s: invalid value %q: %s", e.Annotation, e.Value, e.Reason)
+}
+
+// maxShownValue bounds the annotation values an error may quote: enums
+// (on-pressure, gzip), quantities and container names fit; tokens and keys
+// do not.
+const maxShownValue = 16
+
+// isShortWord reports whether an annotation value (or a part of it) is short
+// and made of letters, digits, spaces and . _ , - only, so that quoting it in
+// an error cannot leak a secret.
+func isShortWord(v string) bool {
+	if len(v) > maxShownValue {
+		return false
+	}
+	for _, r := range v {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(" ._,-", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+// quote is v in quotes when isShortWord, else a description without it.
+func quote(v string) string {
+	if isShortWord(v) {
+		return strconv.Quote(v)
+	}
+	return fmt.Sprintf("(a value of %d characters, not shown)", len(v))
 }
 
 // Status is the JSON of the dumpcatcher.io/status annotation.
