@@ -71,6 +71,10 @@ func decide(in Input, opts Options) (decision, error) {
 	if pod.Spec.OS != nil && pod.Spec.OS.Name == corev1.Windows {
 		return skip("Windows pod", "dumpcatcher: Windows pods are not supported; not injected")
 	}
+	if why := notLinux(&pod.Spec); why != "" {
+		return skip("runs only on non-Linux nodes ("+why+")",
+			fmt.Sprintf("dumpcatcher: not injected: the pod runs only on non-Linux nodes (%s) and the uploader sidecar is a Linux image; Windows pods are not supported", why))
+	}
 	p, err := resolveSettings(pod, opts.Config)
 	if err != nil {
 		return decision{}, err
@@ -193,4 +197,63 @@ func workloadOf(pod *corev1.Pod) Workload {
 		return Workload{Kind: "Pod", Name: strings.TrimRight(pod.GenerateName, "-")}
 	}
 	return Workload{Kind: "Pod", Name: "unnamed"}
+}
+
+// osLabels are the node labels that carry the node's operating system; the
+// kubelet sets kubernetes.io/os on every node, and older selectors still
+// use the beta label.
+var osLabels = []string{corev1.LabelOSStable, "beta.kubernetes.io/os"}
+
+// notLinux says what keeps the pod off Linux nodes: spec.os, a node
+// selector or a required node affinity whose every term excludes Linux (In
+// without linux, NotIn with linux, or DoesNotExist on kubernetes.io/os). It
+// returns "" when the pod may run on Linux.
+func notLinux(spec *corev1.PodSpec) string {
+	if spec.OS != nil && spec.OS.Name != "" && spec.OS.Name != corev1.Linux {
+		return "spec.os.name " + string(spec.OS.Name)
+	}
+	for _, key := range osLabels {
+		if v, ok := spec.NodeSelector[key]; ok && v != string(corev1.Linux) {
+			return "nodeSelector " + key + "=" + v
+		}
+	}
+	if spec.Affinity == nil || spec.Affinity.NodeAffinity == nil || spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return ""
+	}
+	terms := spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+	if len(terms) == 0 {
+		return ""
+	}
+	for _, t := range terms {
+		if !excludesLinux(t) {
+			return ""
+		}
+	}
+	return "required node affinity on " + corev1.LabelOSStable
+}
+
+// excludesLinux reports whether no Linux node can match a node selector
+// term because of its operating system requirements.
+func excludesLinux(t corev1.NodeSelectorTerm) bool {
+	linux := string(corev1.Linux)
+	for _, e := range t.MatchExpressions {
+		if !slices.Contains(osLabels, e.Key) {
+			continue
+		}
+		switch e.Operator {
+		case corev1.NodeSelectorOpIn:
+			if !slices.Contains(e.Values, linux) {
+				return true
+			}
+		case corev1.NodeSelectorOpNotIn:
+			if slices.Contains(e.Values, linux) {
+				return true
+			}
+		case corev1.NodeSelectorOpDoesNotExist:
+			if e.Key == corev1.LabelOSStable {
+				return true
+			}
+		}
+	}
+	return false
 }

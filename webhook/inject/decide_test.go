@@ -83,6 +83,9 @@ func TestDecide(t *testing.T) {
 		})}, want: skipped("already injected (sidecar present)", `dumpcatcher: pod already has the "dumpcatcher" uploader but no dumpcatcher.io/status annotation; not injected again`)},
 		{name: "spec.os windows", in: Input{Pod: pod(optedIn, func(p *corev1.Pod) { p.Spec.OS = &corev1.PodOS{Name: corev1.Windows} })},
 			want: skipped("Windows pod", "dumpcatcher: Windows pods are not supported; not injected")},
+		{name: "nodeSelector windows", in: Input{Pod: pod(optedIn, func(p *corev1.Pod) { p.Spec.NodeSelector = map[string]string{"kubernetes.io/os": "windows"} })},
+			want: skipped("runs only on non-Linux nodes (nodeSelector kubernetes.io/os=windows)", "dumpcatcher: not injected: the pod runs only on non-Linux nodes (nodeSelector kubernetes.io/os=windows) and the uploader sidecar is a Linux image; Windows pods are not supported")},
+		{name: "nodeSelector linux", in: Input{Pod: pod(optedIn, func(p *corev1.Pod) { p.Spec.NodeSelector = map[string]string{"kubernetes.io/os": "linux"} })}, want: injected(nil)},
 		{name: "no destination", in: Input{Pod: pod(optedIn)}, opts: noDest,
 			want: skipped("no destination", "dumpcatcher: not injected: no storage destination; set the pod annotation dumpcatcher.io/destination or destination in the webhook configuration")},
 		{name: "destination annotation without a configured one", in: Input{Pod: pod(with(AnnotationDestination, "file:///mnt/dumps"))}, opts: noDest,
@@ -136,5 +139,55 @@ func TestDecide(t *testing.T) {
 				t.Errorf("decision (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestNotLinux(t *testing.T) {
+	expr := func(key string, op corev1.NodeSelectorOperator, values ...string) corev1.NodeSelectorRequirement {
+		return corev1.NodeSelectorRequirement{Key: key, Operator: op, Values: values}
+	}
+	term := func(e ...corev1.NodeSelectorRequirement) corev1.NodeSelectorTerm {
+		return corev1.NodeSelectorTerm{MatchExpressions: e}
+	}
+	required := func(terms ...corev1.NodeSelectorTerm) corev1.PodSpec {
+		return corev1.PodSpec{Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: terms}}}}
+	}
+	const os, beta = "kubernetes.io/os", "beta.kubernetes.io/os"
+	const affinity = "required node affinity on kubernetes.io/os"
+	tests := []struct {
+		name string
+		spec corev1.PodSpec
+		want string
+	}{
+		{"nothing", corev1.PodSpec{}, ""},
+		{"spec.os linux", corev1.PodSpec{OS: &corev1.PodOS{Name: corev1.Linux}}, ""},
+		{"spec.os windows", corev1.PodSpec{OS: &corev1.PodOS{Name: corev1.Windows}}, "spec.os.name windows"},
+		{"nodeSelector linux", corev1.PodSpec{NodeSelector: map[string]string{os: "linux"}}, ""},
+		{"nodeSelector windows", corev1.PodSpec{NodeSelector: map[string]string{os: "windows", "pool": "win"}}, "nodeSelector kubernetes.io/os=windows"},
+		{"nodeSelector beta label", corev1.PodSpec{NodeSelector: map[string]string{beta: "windows"}}, "nodeSelector beta.kubernetes.io/os=windows"},
+		{"nodeSelector other label", corev1.PodSpec{NodeSelector: map[string]string{"os": "windows"}}, ""},
+		{"In windows", required(term(expr(os, corev1.NodeSelectorOpIn, "windows"))), affinity},
+		{"In linux and windows", required(term(expr(os, corev1.NodeSelectorOpIn, "linux", "windows"))), ""},
+		{"NotIn linux", required(term(expr(os, corev1.NodeSelectorOpNotIn, "linux"))), affinity},
+		{"NotIn windows", required(term(expr(os, corev1.NodeSelectorOpNotIn, "windows"))), ""},
+		{"DoesNotExist", required(term(expr(os, corev1.NodeSelectorOpDoesNotExist))), affinity},
+		{"DoesNotExist on the beta label", required(term(expr(beta, corev1.NodeSelectorOpDoesNotExist))), ""},
+		{"Exists", required(term(expr(os, corev1.NodeSelectorOpExists))), ""},
+		{"beta In windows", required(term(expr(beta, corev1.NodeSelectorOpIn, "windows"))), affinity},
+		{"every term excludes linux", required(
+			term(expr(os, corev1.NodeSelectorOpIn, "windows")),
+			term(expr("zone", corev1.NodeSelectorOpIn, "a"), expr(os, corev1.NodeSelectorOpNotIn, "linux"))), affinity},
+		{"one term admits linux", required(
+			term(expr(os, corev1.NodeSelectorOpIn, "windows")),
+			term(expr("zone", corev1.NodeSelectorOpIn, "a"))), ""},
+		{"no terms", required(), ""},
+		{"preferred only", corev1.PodSpec{Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+			PreferredDuringSchedulingIgnoredDuringExecution: []corev1.PreferredSchedulingTerm{{Weight: 1, Preference: term(expr(os, corev1.NodeSelectorOpIn, "windows"))}}}}}, ""},
+	}
+	for _, tt := range tests {
+		if got := notLinux(&tt.spec); got != tt.want {
+			t.Errorf("%s: notLinux = %q, want %q", tt.name, got, tt.want)
+		}
 	}
 }
