@@ -18,6 +18,11 @@ const (
 	AnnotationPreStop = "dumpcatcher.io/prestop"
 	// AnnotationSizeLimit overrides the emptyDir size limit.
 	AnnotationSizeLimit = "dumpcatcher.io/size-limit"
+	// AnnotationAllowSharedPID: "true" injects a pod that shares a process
+	// namespace (spec.shareProcessNamespace or spec.hostPID), accepting
+	// that its app containers can read the uploader's credentials; "false"
+	// or absent: such a pod is not injected.
+	AnnotationAllowSharedPID = "dumpcatcher.io/allow-shared-pid"
 	// AnnotationStatus is written by the webhook: what it injected where.
 	AnnotationStatus = "dumpcatcher.io/status"
 )

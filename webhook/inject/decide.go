@@ -30,6 +30,9 @@ type plan struct {
 	secret      string
 	preStop     string
 	sizeLimit   string
+	// allowSharedPID: the pod accepts injection into a shared process
+	// namespace (AnnotationAllowSharedPID).
+	allowSharedPID bool
 }
 
 // decide says whether a pod is to be injected and with which settings and
@@ -79,6 +82,14 @@ func decide(in Input, opts Options) (decision, error) {
 	if err != nil {
 		return decision{}, err
 	}
+	var warnings []string
+	if shared := sharedPID(&pod.Spec); shared != "" {
+		if !p.allowSharedPID {
+			return skip("shares a process namespace ("+shared+")",
+				fmt.Sprintf("dumpcatcher: not injected: the pod shares a process namespace (%s), so its app containers could read the uploader's storage credentials through /proc/<pid>/root; to inject it anyway and accept that, annotate the pod with %s: \"true\"", shared, AnnotationAllowSharedPID))
+		}
+		warnings = append(warnings, fmt.Sprintf("dumpcatcher: the pod shares a process namespace (%s) and %s is \"true\": its app containers can read the uploader's storage credentials through /proc/<pid>/root", shared, AnnotationAllowSharedPID))
+	}
 	if p.destination == "" {
 		return skip("no destination", fmt.Sprintf("dumpcatcher: not injected: no storage destination; set the pod annotation %s or destination in the webhook configuration", AnnotationDestination))
 	}
@@ -87,7 +98,20 @@ func decide(in Input, opts Options) (decision, error) {
 	if p.workload.Name == "" {
 		p.workload = workloadOf(pod)
 	}
-	return decision{inject: true, plan: p}, nil
+	return decision{inject: true, plan: p, warnings: warnings}, nil
+}
+
+// sharedPID names the fields that put the pod's containers into one process
+// namespace with each other (or the node's), or returns "".
+func sharedPID(spec *corev1.PodSpec) string {
+	var fields []string
+	if spec.ShareProcessNamespace != nil && *spec.ShareProcessNamespace {
+		fields = append(fields, "spec.shareProcessNamespace")
+	}
+	if spec.HostPID {
+		fields = append(fields, "spec.hostPID")
+	}
+	return strings.Join(fields, " and ")
 }
 
 // resolveSettings validates the override annotations and applies them over
@@ -123,6 +147,13 @@ func resolveSettings(pod *corev1.Pod, cfg config.Config) (plan, error) {
 			return p, &AnnotationError{AnnotationPreStop, v, "allowed values are " + strings.Join(contract.Policies(), ", ")}
 		}
 		p.preStop = v
+	}
+	switch v, ok := ann[AnnotationAllowSharedPID]; {
+	case !ok || v == "false":
+	case v == "true":
+		p.allowSharedPID = true
+	default:
+		return p, &AnnotationError{AnnotationAllowSharedPID, v, `allowed values are "true" and "false"`}
 	}
 	if v, ok := ann[AnnotationSizeLimit]; ok {
 		if err := config.ValidateSizeLimit(v); err != nil {

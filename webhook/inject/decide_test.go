@@ -86,6 +86,18 @@ func TestDecide(t *testing.T) {
 		{name: "nodeSelector windows", in: Input{Pod: pod(optedIn, func(p *corev1.Pod) { p.Spec.NodeSelector = map[string]string{"kubernetes.io/os": "windows"} })},
 			want: skipped("runs only on non-Linux nodes (nodeSelector kubernetes.io/os=windows)", "dumpcatcher: not injected: the pod runs only on non-Linux nodes (nodeSelector kubernetes.io/os=windows) and the uploader sidecar is a Linux image; Windows pods are not supported")},
 		{name: "nodeSelector linux", in: Input{Pod: pod(optedIn, func(p *corev1.Pod) { p.Spec.NodeSelector = map[string]string{"kubernetes.io/os": "linux"} })}, want: injected(nil)},
+		{name: "shareProcessNamespace", in: Input{Pod: pod(optedIn, func(p *corev1.Pod) { p.Spec.ShareProcessNamespace = ptr(true) })},
+			want: skipped("shares a process namespace (spec.shareProcessNamespace)", `dumpcatcher: not injected: the pod shares a process namespace (spec.shareProcessNamespace), so its app containers could read the uploader's storage credentials through /proc/<pid>/root; to inject it anyway and accept that, annotate the pod with dumpcatcher.io/allow-shared-pid: "true"`)},
+		{name: "shareProcessNamespace false", in: Input{Pod: pod(optedIn, func(p *corev1.Pod) { p.Spec.ShareProcessNamespace = ptr(false) })}, want: injected(nil)},
+		{name: "hostPID, allow-shared-pid false", in: Input{Pod: pod(with(AnnotationAllowSharedPID, "false"), func(p *corev1.Pod) { p.Spec.HostPID = true })},
+			want: skipped("shares a process namespace (spec.hostPID)", `dumpcatcher: not injected: the pod shares a process namespace (spec.hostPID), so its app containers could read the uploader's storage credentials through /proc/<pid>/root; to inject it anyway and accept that, annotate the pod with dumpcatcher.io/allow-shared-pid: "true"`)},
+		{name: "both, allowed", in: Input{Pod: pod(with(AnnotationAllowSharedPID, "true"), func(p *corev1.Pod) { p.Spec.HostPID = true; p.Spec.ShareProcessNamespace = ptr(true) })},
+			want: func() decision {
+				d := injected(func(p *plan) { p.allowSharedPID = true })
+				d.warnings = []string{`dumpcatcher: the pod shares a process namespace (spec.shareProcessNamespace and spec.hostPID) and dumpcatcher.io/allow-shared-pid is "true": its app containers can read the uploader's storage credentials through /proc/<pid>/root`}
+				return d
+			}()},
+		{name: "allowed but not shared", in: Input{Pod: pod(with(AnnotationAllowSharedPID, "true"))}, want: injected(func(p *plan) { p.allowSharedPID = true })},
 		{name: "no destination", in: Input{Pod: pod(optedIn)}, opts: noDest,
 			want: skipped("no destination", "dumpcatcher: not injected: no storage destination; set the pod annotation dumpcatcher.io/destination or destination in the webhook configuration")},
 		{name: "destination annotation without a configured one", in: Input{Pod: pod(with(AnnotationDestination, "file:///mnt/dumps"))}, opts: noDest,
@@ -110,6 +122,7 @@ func TestDecide(t *testing.T) {
 		{name: "invalid destination", in: Input{Pod: pod(with(AnnotationDestination, "gs://x"))}, wantErr: "annotation dumpcatcher.io/destination"},
 		{name: "invalid secret", in: Input{Pod: pod(with(AnnotationSecret, "Bad_Name"))}, wantErr: "annotation dumpcatcher.io/secret"},
 		{name: "invalid prestop", in: Input{Pod: pod(with(AnnotationPreStop, "sometimes"))}, wantErr: "annotation dumpcatcher.io/prestop"},
+		{name: "invalid allow-shared-pid", in: Input{Pod: pod(with(AnnotationAllowSharedPID, "True"))}, wantErr: "annotation dumpcatcher.io/allow-shared-pid"},
 		{name: "invalid size limit", in: Input{Pod: pod(with(AnnotationSizeLimit, "0"))}, wantErr: "annotation dumpcatcher.io/size-limit"},
 	}
 	for _, tt := range tests {

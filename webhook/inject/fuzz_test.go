@@ -111,6 +111,7 @@ func fuzzInput(t *testing.T, data []byte) (Input, Options) {
 		"s3://KEY:SECRET@dumps/p", "s3://KEY:SE/CRET@dumps/p", "s3://dumps?endpoint=https://KEY:SECRET@minio:9000", "s3://dumps?endpoint=https://minio:9000/SECRET")
 	c.annotate(ann, AnnotationSecret, "creds", "Bad_Name", "")
 	c.annotate(ann, AnnotationStatus, "{}", "garbage")
+	c.annotate(ann, AnnotationAllowSharedPID, "true", "false", "yes")
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: c.pick("p", "", "web-1"), GenerateName: c.pick("", "web-abc-"), Annotations: ann,
 		Labels: map[string]string{"pod-template-hash": "abc"}}}
 	if c.n(3) == 0 {
@@ -137,8 +138,17 @@ func fuzzInput(t *testing.T, data []byte) (Input, Options) {
 		pod.Spec.TerminationGracePeriodSeconds = ptr([]int64{0, 5, 90}[g-1])
 	}
 	pod.Spec.RestartPolicy = corev1.RestartPolicy(c.pick("", "Always", "Never", "OnFailure"))
-	if c.n(8) == 0 {
+	switch c.n(8) {
+	case 0:
 		pod.Spec.OS = &corev1.PodOS{Name: corev1.Windows}
+	case 1:
+		pod.Spec.NodeSelector = map[string]string{corev1.LabelOSStable: "windows"}
+	}
+	switch c.n(6) {
+	case 0:
+		pod.Spec.ShareProcessNamespace = ptr(true)
+	case 1:
+		pod.Spec.HostPID = true
 	}
 	cfg := config.Default("fuzz")
 	cfg.Destination = c.pick("s3://dumps", "", "s3://dumps/a?endpoint=http://minio:9000")
