@@ -15,6 +15,7 @@ import (
 	"github.com/dumpcatcher/dumpcatcher/webhook/config"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // defaultGracePeriodSeconds is what Kubernetes uses when a pod sets none.
@@ -224,7 +225,8 @@ func injectTarget(c *corev1.Container, volName string, grace int64, hook bool, p
 	mountShared(c, volName, base)
 	mode := setDumpOptions(c, dumpDir, w)
 	if hook {
-		addPreStop(c, preStopArgs(c.Name, base, dumpDir, grace, p))
+		orig := originalPreStop(c, w)
+		addPreStop(c, preStopArgs(c.Name, base, dumpDir, grace, p), orig)
 	}
 	return ContainerStatus{Name: c.Name, MountPath: base, JavaToolOptions: mode, PreStop: hook}
 }
@@ -263,12 +265,42 @@ func preStopArgs(container, base, dumpDir string, grace int64, p plan) []string 
 	}
 }
 
-// addPreStop makes args the container's preStop hook; an original preStop
-// handler is passed to it as JSON and runs after the dump.
-func addPreStop(c *corev1.Container, args []string) {
-	if c.Lifecycle != nil && c.Lifecycle.PreStop != nil {
-		orig, _ := json.Marshal(c.Lifecycle.PreStop) // a LifecycleHandler always marshals
-		args = append(args, contract.FlagThen+"="+string(orig))
+// originalPreStop returns the container's own preStop handler (nil when it
+// has none) as the dump hook is to run it. A named httpGet port is resolved
+// here from the container's ports, as the kubelet resolves it, because the
+// hook does not see the pod spec; a name no port has is left as it is (the
+// kubelet would fail that hook too) with a warning.
+func originalPreStop(c *corev1.Container, w *warnings) *corev1.LifecycleHandler {
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil {
+		return nil
+	}
+	h := c.Lifecycle.PreStop.DeepCopy()
+	if h.HTTPGet == nil || h.HTTPGet.Port.Type != intstr.String {
+		return h
+	}
+	name := h.HTTPGet.Port.StrVal
+	if n, err := strconv.Atoi(name); err == nil {
+		if n > 0 && n <= 65535 {
+			h.HTTPGet.Port = intstr.FromInt32(int32(n))
+		}
+		return h
+	}
+	for _, p := range c.Ports {
+		if p.Name == name {
+			h.HTTPGet.Port = intstr.FromInt32(p.ContainerPort)
+			return h
+		}
+	}
+	w.addf("container %q: its preStop httpGet port %s names none of the container's ports, so that hook fails (in the kubelet too); it still runs after the dump as it is: name a containerPort %s or give the number", c.Name, quote(name), quote(name))
+	return h
+}
+
+// addPreStop makes args the container's preStop hook; the original preStop
+// handler orig, if any, is passed to it as JSON and runs after the dump.
+func addPreStop(c *corev1.Container, args []string, orig *corev1.LifecycleHandler) {
+	if orig != nil {
+		j, _ := json.Marshal(orig) // a LifecycleHandler always marshals
+		args = append(args, contract.FlagThen+"="+string(j))
 	}
 	if c.Lifecycle == nil {
 		c.Lifecycle = &corev1.Lifecycle{}
