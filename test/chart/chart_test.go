@@ -105,6 +105,11 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"sizeLimit", map[string]any{"config": map[string]any{"sizeLimit": "8 GB"}}, "at '/config/sizeLimit': '8 GB' does not match pattern"},
 		{"pull policy", map[string]any{"config": map[string]any{"sidecar": map[string]any{"imagePullPolicy": "always"}}}, "at '/config/sidecar/imagePullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'"},
 		{"image with tag in repository", map[string]any{"config": map[string]any{"sidecar": map[string]any{"image": map[string]any{"repository": "ghcr.io/x/y:v1"}}}}, "at '/config/sidecar/image/repository': 'ghcr.io/x/y:v1' does not match pattern"},
+		{"upload compression", map[string]any{"config": map[string]any{"upload": map[string]any{"compression": "brotli"}}}, "at '/config/upload/compression': value must be one of"},
+		{"upload key template", map[string]any{"config": map[string]any{"upload": map[string]any{"keyTemplate": "{ns}/{time}-{file}"}}}, "at '/config/upload/keyTemplate': '{ns}/{time}-{file}' does not match pattern"},
+		{"upload duration", map[string]any{"config": map[string]any{"upload": map[string]any{"drainTimeout": "25"}}}, "at '/config/upload/drainTimeout': '25' does not match pattern"},
+		{"upload metrics port", map[string]any{"config": map[string]any{"upload": map[string]any{"metricsPort": 70000}}}, "at '/config/upload/metricsPort': maximum: got 70,000, want 65,535"},
+		{"unknown upload key", map[string]any{"config": map[string]any{"upload": map[string]any{"metricsAddress": ":9090"}}}, "at '/config/upload': additional properties 'metricsAddress' not allowed"},
 		{"resources type", map[string]any{"resources": map[string]any{"limits": map[string]any{"memory": true}}}, "at '/resources/limits/memory'"},
 		{"certManager.enabled type", map[string]any{"certManager": map[string]any{"enabled": "false"}}, "at '/certManager/enabled': got string, want boolean"},
 		// Checks of the templates, for what the schema cannot express.

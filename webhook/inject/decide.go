@@ -3,6 +3,7 @@ package inject
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
@@ -33,6 +34,8 @@ type plan struct {
 	// allowSharedPID: the pod accepts injection into a shared process
 	// namespace (AnnotationAllowSharedPID).
 	allowSharedPID bool
+	// upload are the uploader's settings.
+	upload config.Upload
 }
 
 // decide says whether a pod is to be injected and with which settings and
@@ -90,6 +93,18 @@ func decide(in Input, opts Options) (decision, error) {
 		}
 		warnings = append(warnings, fmt.Sprintf("dumpcatcher: the pod shares a process namespace (%s) and %s is \"true\": its app containers can read the uploader's storage credentials through /proc/<pid>/root", shared, AnnotationAllowSharedPID))
 	}
+	if _, set := ann[AnnotationMetricsPort]; !set && p.upload.MetricsPort != 0 {
+		// The configured port may be taken in this pod; a port the pod chose
+		// itself was checked with its annotation.
+		switch c := portOwner(pod, p.upload.MetricsPort); {
+		case c != "":
+			warnings = append(warnings, fmt.Sprintf("dumpcatcher: container %q already declares port %d, the uploader's metrics port in the webhook configuration (upload.metricsPort); the uploader serves no metrics in this pod; pick a free port with the annotation %s", c, p.upload.MetricsPort, AnnotationMetricsPort))
+			p.upload.MetricsPort = 0
+		case pod.Spec.HostNetwork:
+			warnings = append(warnings, fmt.Sprintf("dumpcatcher: the pod uses the host's network, where the uploader's metrics port %d (upload.metricsPort) may be taken; the uploader serves no metrics in this pod; choose a port with the annotation %s", p.upload.MetricsPort, AnnotationMetricsPort))
+			p.upload.MetricsPort = 0
+		}
+	}
 	if p.destination == "" {
 		return skip("no destination", fmt.Sprintf("dumpcatcher: not injected: no storage destination; set the pod annotation %s or destination in the webhook configuration", AnnotationDestination))
 	}
@@ -118,7 +133,7 @@ func sharedPID(spec *corev1.PodSpec) string {
 // the configuration.
 func resolveSettings(pod *corev1.Pod, cfg config.Config) (plan, error) {
 	ann := pod.Annotations
-	p := plan{destination: cfg.Destination, secret: cfg.CredentialsSecret, preStop: cfg.PreStop, sizeLimit: cfg.SizeLimit}
+	p := plan{destination: cfg.Destination, secret: cfg.CredentialsSecret, preStop: cfg.PreStop, sizeLimit: cfg.SizeLimit, upload: cfg.Upload}
 	if v, ok := ann[AnnotationContainers]; ok {
 		t, err := parseTargets(pod, v)
 		if err != nil {
@@ -161,7 +176,40 @@ func resolveSettings(pod *corev1.Pod, cfg config.Config) (plan, error) {
 		}
 		p.sizeLimit = v
 	}
+	if v, ok := ann[AnnotationCompression]; ok {
+		if config.ValidateCompression(v) != nil {
+			return p, &AnnotationError{AnnotationCompression, v, "allowed values are " + strings.Join(contract.Compressions(), ", ")}
+		}
+		p.upload.Compression = v
+	}
+	if v, ok := ann[AnnotationMetricsPort]; ok {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || (n != 0 && config.ValidatePort(int32(n)) != nil) {
+			return p, &AnnotationError{AnnotationMetricsPort, v, `want a port number (1..65535) for the uploader's metrics, or "0" for none`}
+		}
+		if c := portOwner(pod, int32(n)); c != "" {
+			return p, &AnnotationError{AnnotationMetricsPort, v, fmt.Sprintf("container %q already declares port %d; pick another port, or \"0\" for no uploader metrics", c, n)}
+		}
+		p.upload.MetricsPort = int32(n)
+	}
 	return p, nil
+}
+
+// portOwner names the container that declares TCP port n, or returns "".
+func portOwner(pod *corev1.Pod, n int32) string {
+	if n == 0 {
+		return ""
+	}
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range list {
+			for _, p := range c.Ports {
+				if p.ContainerPort == n && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
+					return c.Name
+				}
+			}
+		}
+	}
+	return ""
 }
 
 func parseTargets(pod *corev1.Pod, v string) ([]string, error) {

@@ -22,6 +22,8 @@ func TestDecide(t *testing.T) {
 	opts := Options{Config: cfg, OwnNamespace: "dumpcatcher-system"}
 	noDest := opts
 	noDest.Config.Destination = ""
+	metrics := opts
+	metrics.Config.Upload = config.Upload{Compression: "zstd", MetricsPort: 9464}
 
 	optedIn := map[string]string{AnnotationInject: "true"}
 	pod := func(ann map[string]string, mod ...func(*corev1.Pod)) *corev1.Pod {
@@ -98,6 +100,32 @@ func TestDecide(t *testing.T) {
 				return d
 			}()},
 		{name: "allowed but not shared", in: Input{Pod: pod(with(AnnotationAllowSharedPID, "true"))}, want: injected(func(p *plan) { p.allowSharedPID = true })},
+		{name: "upload settings from the config", in: Input{Pod: pod(optedIn)}, opts: metrics,
+			want: injected(func(p *plan) { p.upload = config.Upload{Compression: "zstd", MetricsPort: 9464} })},
+		{name: "upload annotations", in: Input{Pod: pod(with(AnnotationCompression, "none", AnnotationMetricsPort, "0"))}, opts: metrics,
+			want: injected(func(p *plan) { p.upload = config.Upload{Compression: "none"} })},
+		{name: "metrics port annotation", in: Input{Pod: pod(with(AnnotationMetricsPort, "9100"))},
+			want: injected(func(p *plan) { p.upload.MetricsPort = 9100 })},
+		{name: "configured metrics port taken", in: Input{Pod: pod(optedIn, func(p *corev1.Pod) {
+			p.Spec.InitContainers[0].Ports = []corev1.ContainerPort{{ContainerPort: 9464}}
+		})}, opts: metrics,
+			want: func() decision {
+				d := injected(func(p *plan) { p.upload = config.Upload{Compression: "zstd"} })
+				d.warnings = []string{`dumpcatcher: container "setup" already declares port 9464, the uploader's metrics port in the webhook configuration (upload.metricsPort); the uploader serves no metrics in this pod; pick a free port with the annotation dumpcatcher.io/metrics-port`}
+				return d
+			}()},
+		{name: "configured metrics port, UDP port of the same number", in: Input{Pod: pod(optedIn, func(p *corev1.Pod) {
+			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 9464, Protocol: corev1.ProtocolUDP}}
+		})}, opts: metrics,
+			want: injected(func(p *plan) { p.upload = config.Upload{Compression: "zstd", MetricsPort: 9464} })},
+		{name: "configured metrics port, host network", in: Input{Pod: pod(optedIn, func(p *corev1.Pod) { p.Spec.HostNetwork = true })}, opts: metrics,
+			want: func() decision {
+				d := injected(func(p *plan) { p.upload = config.Upload{Compression: "zstd"} })
+				d.warnings = []string{`dumpcatcher: the pod uses the host's network, where the uploader's metrics port 9464 (upload.metricsPort) may be taken; the uploader serves no metrics in this pod; choose a port with the annotation dumpcatcher.io/metrics-port`}
+				return d
+			}()},
+		{name: "metrics port annotation, host network", in: Input{Pod: pod(with(AnnotationMetricsPort, "9100"), func(p *corev1.Pod) { p.Spec.HostNetwork = true })}, opts: metrics,
+			want: injected(func(p *plan) { p.upload = config.Upload{Compression: "zstd", MetricsPort: 9100} })},
 		{name: "no destination", in: Input{Pod: pod(optedIn)}, opts: noDest,
 			want: skipped("no destination", "dumpcatcher: not injected: no storage destination; set the pod annotation dumpcatcher.io/destination or destination in the webhook configuration")},
 		{name: "destination annotation without a configured one", in: Input{Pod: pod(with(AnnotationDestination, "file:///mnt/dumps"))}, opts: noDest,
@@ -123,6 +151,13 @@ func TestDecide(t *testing.T) {
 		{name: "invalid secret", in: Input{Pod: pod(with(AnnotationSecret, "Bad_Name"))}, wantErr: "annotation dumpcatcher.io/secret"},
 		{name: "invalid prestop", in: Input{Pod: pod(with(AnnotationPreStop, "sometimes"))}, wantErr: "annotation dumpcatcher.io/prestop"},
 		{name: "invalid allow-shared-pid", in: Input{Pod: pod(with(AnnotationAllowSharedPID, "True"))}, wantErr: "annotation dumpcatcher.io/allow-shared-pid"},
+		{name: "invalid compression", in: Input{Pod: pod(with(AnnotationCompression, "GZIP"))}, wantErr: `annotation dumpcatcher.io/compression: invalid value "GZIP": allowed values are gzip, zstd, none`},
+		{name: "metrics port not a number", in: Input{Pod: pod(with(AnnotationMetricsPort, "http"))}, wantErr: "annotation dumpcatcher.io/metrics-port"},
+		{name: "metrics port too high", in: Input{Pod: pod(with(AnnotationMetricsPort, "70000"))}, wantErr: "want a port number (1..65535)"},
+		{name: "metrics port negative", in: Input{Pod: pod(with(AnnotationMetricsPort, "-1"))}, wantErr: "want a port number (1..65535)"},
+		{name: "metrics port taken", in: Input{Pod: pod(with(AnnotationMetricsPort, "8080"), func(p *corev1.Pod) {
+			p.Spec.Containers[1].Ports = []corev1.ContainerPort{{ContainerPort: 8080}}
+		})}, wantErr: `container "proxy" already declares port 8080`},
 		{name: "invalid size limit", in: Input{Pod: pod(with(AnnotationSizeLimit, "0"))}, wantErr: "annotation dumpcatcher.io/size-limit"},
 	}
 	for _, tt := range tests {

@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // chooser turns fuzz bytes into choices; past the end every choice is 0.
@@ -89,6 +90,11 @@ func (c *chooser) container(name string) corev1.Container {
 		ct.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: 3}}}
 	case 3:
 		ct.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"x"}}}}
+	case 4:
+		ct.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/stop", Port: intstr.Parse(c.pick("http", "admin", "8080", "99999"))}}}
+	}
+	if c.n(3) == 0 {
+		ct.Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}
 	}
 	if u := c.uid(); u != nil || c.n(2) == 1 {
 		ct.SecurityContext = &corev1.SecurityContext{RunAsUser: u, RunAsGroup: c.uid()}
@@ -112,6 +118,8 @@ func fuzzInput(t *testing.T, data []byte) (Input, Options) {
 	c.annotate(ann, AnnotationSecret, "creds", "Bad_Name", "")
 	c.annotate(ann, AnnotationStatus, "{}", "garbage")
 	c.annotate(ann, AnnotationAllowSharedPID, "true", "false", "yes")
+	c.annotate(ann, AnnotationCompression, "zstd", "none", "gzip", "lz4")
+	c.annotate(ann, AnnotationMetricsPort, "0", "9464", "8080", "http")
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: c.pick("p", "", "web-1"), GenerateName: c.pick("", "web-abc-"), Annotations: ann,
 		Labels: map[string]string{"pod-template-hash": "abc"}}}
 	if c.n(3) == 0 {
@@ -158,6 +166,10 @@ func fuzzInput(t *testing.T, data []byte) (Input, Options) {
 	cfg.PreStop = c.pick(contract.Policies()...)
 	cfg.MinTerminationGracePeriodSeconds = []int64{0, 60}[c.n(2)]
 	cfg.ExcludedNamespaces = []string{"monitoring"}
+	cfg.Upload = config.Upload{Compression: c.pick("", "zstd"), MetricsPort: []int32{0, 9464, 8080}[c.n(3)], DrainTimeout: c.pick("", "25s", "1m")}
+	if c.n(6) == 0 {
+		pod.Spec.HostNetwork = true
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("fuzz config invalid: %v", err)
 	}

@@ -318,6 +318,7 @@ func newSidecar(pod *corev1.Pod, volName string, p plan, cfg config.Config, w *w
 		ImagePullPolicy:          cfg.Sidecar.ImagePullPolicy,
 		Command:                  []string{contract.BinaryPath, contract.CmdUpload},
 		Env:                      sidecarEnv(p),
+		Ports:                    sidecarPorts(p.upload.MetricsPort),
 		Resources:                *cfg.Sidecar.Resources.DeepCopy(),
 		VolumeMounts:             []corev1.VolumeMount{{Name: volName, MountPath: contract.SidecarDir}},
 		SecurityContext:          sc,
@@ -373,7 +374,7 @@ func sidecarEnv(p plan) []corev1.EnvVar {
 	if p.secret != "" {
 		env = append(env, corev1.EnvVar{Name: contract.EnvCredentialsDir, Value: contract.CredentialsMountPath})
 	}
-	return append(env,
+	env = append(env,
 		field(contract.EnvPodName, "metadata.name"),
 		field(contract.EnvPodNamespace, "metadata.namespace"),
 		field(contract.EnvPodUID, "metadata.uid"),
@@ -381,6 +382,35 @@ func sidecarEnv(p plan) []corev1.EnvVar {
 		corev1.EnvVar{Name: contract.EnvWorkload, Value: p.workload.String()},
 		corev1.EnvVar{Name: contract.EnvContainers, Value: strings.Join(p.targets, ",")},
 	)
+	return append(env, uploadEnv(p.upload)...)
+}
+
+// uploadEnv passes the uploader's settings that differ from its defaults.
+func uploadEnv(u config.Upload) []corev1.EnvVar {
+	u = u.Changed()
+	var env []corev1.EnvVar
+	for _, e := range []corev1.EnvVar{
+		{Name: contract.EnvCompression, Value: u.Compression},
+		{Name: contract.EnvKeyTemplate, Value: u.KeyTemplate},
+		{Name: contract.EnvQuietPeriod, Value: u.QuietPeriod},
+		{Name: contract.EnvDrainTimeout, Value: u.DrainTimeout},
+	} {
+		if e.Value != "" {
+			env = append(env, e)
+		}
+	}
+	if u.MetricsPort != 0 {
+		env = append(env, corev1.EnvVar{Name: contract.EnvMetricsAddress, Value: ":" + strconv.Itoa(int(u.MetricsPort))})
+	}
+	return env
+}
+
+// sidecarPorts declares the uploader's metrics port, if any.
+func sidecarPorts(metrics int32) []corev1.ContainerPort {
+	if metrics == 0 {
+		return nil
+	}
+	return []corev1.ContainerPort{{Name: MetricsPortName, ContainerPort: metrics, Protocol: corev1.ProtocolTCP}}
 }
 
 // sidecarSecurityContext satisfies the Pod Security Standard "restricted"
