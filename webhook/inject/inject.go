@@ -180,7 +180,7 @@ func mutate(pod *corev1.Pod, p plan, opts Options) []string {
 			status.Containers = append(status.Containers, injectTarget(c, volName, grace, hook, p, cfg.MountPath, &w))
 		}
 	}
-	sidecar := newSidecar(pod, volName, p, cfg, &w)
+	sidecar := newSidecar(pod, volName, grace, p, cfg, &w)
 	addCredentials(pod, &sidecar, p.secret)
 	status.Sidecar = sidecar.Name
 	placeSidecar(pod, sidecar, opts.NativeSidecar, &w)
@@ -309,7 +309,7 @@ func addPreStop(c *corev1.Container, args []string, orig *corev1.LifecycleHandle
 }
 
 // newSidecar builds the uploader container.
-func newSidecar(pod *corev1.Pod, volName string, p plan, cfg config.Config, w *warnings) corev1.Container {
+func newSidecar(pod *corev1.Pod, volName string, grace int64, p plan, cfg config.Config, w *warnings) corev1.Container {
 	sc, scWarnings := sidecarSecurityContext(pod, p.targets)
 	*w = append(*w, scWarnings...)
 	return corev1.Container{
@@ -317,7 +317,7 @@ func newSidecar(pod *corev1.Pod, volName string, p plan, cfg config.Config, w *w
 		Image:                    cfg.Sidecar.Image,
 		ImagePullPolicy:          cfg.Sidecar.ImagePullPolicy,
 		Command:                  []string{contract.BinaryPath, contract.CmdUpload},
-		Env:                      sidecarEnv(p),
+		Env:                      sidecarEnv(p, grace),
 		Ports:                    sidecarPorts(p.upload.MetricsPort),
 		Resources:                *cfg.Sidecar.Resources.DeepCopy(),
 		VolumeMounts:             []corev1.VolumeMount{{Name: volName, MountPath: contract.SidecarDir}},
@@ -362,8 +362,9 @@ func setStatus(pod *corev1.Pod, s Status) {
 	pod.Annotations[AnnotationStatus] = s.String()
 }
 
-// sidecarEnv is the uploader's environment.
-func sidecarEnv(p plan) []corev1.EnvVar {
+// sidecarEnv is the uploader's environment; grace is the pod's effective
+// termination grace period in seconds.
+func sidecarEnv(p plan, grace int64) []corev1.EnvVar {
 	field := func(name, path string) corev1.EnvVar {
 		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: path}}}
 	}
@@ -381,6 +382,7 @@ func sidecarEnv(p plan) []corev1.EnvVar {
 		field(contract.EnvNodeName, "spec.nodeName"),
 		corev1.EnvVar{Name: contract.EnvWorkload, Value: p.workload.String()},
 		corev1.EnvVar{Name: contract.EnvContainers, Value: strings.Join(p.targets, ",")},
+		corev1.EnvVar{Name: contract.EnvGracePeriod, Value: strconv.FormatInt(grace, 10)},
 	)
 	return append(env, uploadEnv(p.upload)...)
 }
