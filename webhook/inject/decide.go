@@ -93,17 +93,8 @@ func decide(in Input, opts Options) (decision, error) {
 		}
 		warnings = append(warnings, fmt.Sprintf("dumpcatcher: the pod shares a process namespace (%s) and %s is \"true\": its app containers can read the uploader's storage credentials through /proc/<pid>/root", shared, AnnotationAllowSharedPID))
 	}
-	if _, set := ann[AnnotationMetricsPort]; !set && p.upload.MetricsPort != 0 {
-		// The configured port may be taken in this pod; a port the pod chose
-		// itself was checked with its annotation.
-		switch c := portOwner(pod, p.upload.MetricsPort); {
-		case c != "":
-			warnings = append(warnings, fmt.Sprintf("dumpcatcher: container %q already declares port %d, the uploader's metrics port in the webhook configuration (upload.metricsPort); the uploader serves no metrics in this pod; pick a free port with the annotation %s", c, p.upload.MetricsPort, AnnotationMetricsPort))
-			p.upload.MetricsPort = 0
-		case pod.Spec.HostNetwork:
-			warnings = append(warnings, fmt.Sprintf("dumpcatcher: the pod uses the host's network, where the uploader's metrics port %d (upload.metricsPort) may be taken; the uploader serves no metrics in this pod; choose a port with the annotation %s", p.upload.MetricsPort, AnnotationMetricsPort))
-			p.upload.MetricsPort = 0
-		}
+	if w := dropTakenMetricsPort(pod, &p); w != "" {
+		warnings = append(warnings, w)
 	}
 	if p.destination == "" {
 		return skip("no destination", fmt.Sprintf("dumpcatcher: not injected: no storage destination; set the pod annotation %s or destination in the webhook configuration", AnnotationDestination))
@@ -114,6 +105,28 @@ func decide(in Input, opts Options) (decision, error) {
 		p.workload = workloadOf(pod)
 	}
 	return decision{inject: true, plan: p, warnings: warnings}, nil
+}
+
+// dropTakenMetricsPort turns the uploader's metrics off in a pod where the
+// configured port may be taken (the uploader would fail to listen and
+// crash-loop), and says so. A port the pod chose with its annotation was
+// checked there.
+func dropTakenMetricsPort(pod *corev1.Pod, p *plan) string {
+	port := p.upload.MetricsPort
+	if _, set := pod.Annotations[AnnotationMetricsPort]; set || port == 0 {
+		return ""
+	}
+	var why string
+	switch c := portOwner(pod, port); {
+	case c != "":
+		why = fmt.Sprintf("container %q already declares port %d, the uploader's metrics port in the webhook configuration (upload.metricsPort)", c, port)
+	case pod.Spec.HostNetwork:
+		why = fmt.Sprintf("the pod uses the host's network, where the uploader's metrics port %d (upload.metricsPort) may be taken", port)
+	default:
+		return ""
+	}
+	p.upload.MetricsPort = 0
+	return fmt.Sprintf("dumpcatcher: %s; the uploader serves no metrics in this pod; pick a free port with the annotation %s", why, AnnotationMetricsPort)
 }
 
 // sharedPID names the fields that put the pod's containers into one process

@@ -121,7 +121,7 @@ func TestDecide(t *testing.T) {
 		{name: "configured metrics port, host network", in: Input{Pod: pod(optedIn, func(p *corev1.Pod) { p.Spec.HostNetwork = true })}, opts: metrics,
 			want: func() decision {
 				d := injected(func(p *plan) { p.upload = config.Upload{Compression: "zstd"} })
-				d.warnings = []string{`dumpcatcher: the pod uses the host's network, where the uploader's metrics port 9464 (upload.metricsPort) may be taken; the uploader serves no metrics in this pod; choose a port with the annotation dumpcatcher.io/metrics-port`}
+				d.warnings = []string{`dumpcatcher: the pod uses the host's network, where the uploader's metrics port 9464 (upload.metricsPort) may be taken; the uploader serves no metrics in this pod; pick a free port with the annotation dumpcatcher.io/metrics-port`}
 				return d
 			}()},
 		{name: "metrics port annotation, host network", in: Input{Pod: pod(with(AnnotationMetricsPort, "9100"), func(p *corev1.Pod) { p.Spec.HostNetwork = true })}, opts: metrics,
