@@ -96,6 +96,7 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"unknown preStop policy", map[string]any{"config": map[string]any{"preStop": "sometimes"}}, "at '/config/preStop': value must be one of 'always', 'on-pressure', 'never'"},
 		{"destination scheme", map[string]any{"config": map[string]any{"destination": "gs://heap-dumps"}}, "at '/config/destination': 'gs://heap-dumps' does not match pattern"},
 		{"destination bucket", map[string]any{"config": map[string]any{"destination": "s3://Heap_Dumps/x"}}, "at '/config/destination': 's3://Heap_Dumps/x' does not match pattern"},
+		{"destination endpoint credentials", map[string]any{"config": map[string]any{"destination": "s3://heap-dumps/x?endpoint=https://key:secret@minio:9000"}}, "at '/config/destination'"},
 		{"destination relative file", map[string]any{"config": map[string]any{"destination": "file://dumps"}}, "at '/config/destination': 'file://dumps' does not match pattern"},
 		{"failurePolicy", map[string]any{"webhook": map[string]any{"failurePolicy": "Retry"}}, "at '/webhook/failurePolicy': value must be one of 'Ignore', 'Fail'"},
 		{"timeout too long", map[string]any{"webhook": map[string]any{"timeoutSeconds": 31}}, "at '/webhook/timeoutSeconds': maximum: got 31, want 30"},
