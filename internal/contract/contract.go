@@ -70,12 +70,40 @@ const (
 	EnvQuietPeriod = "DUMPCATCHER_QUIET_PERIOD"
 	// EnvLogLevel is debug, info, warn or error.
 	EnvLogLevel = "DUMPCATCHER_LOG_LEVEL"
-	// EnvGracePeriod is the pod's terminationGracePeriodSeconds (as the
-	// webhook leaves it), in seconds. The uploader caps the dump lock a
-	// preStop hook may take at this plus dumplock.Margin
-	// (dumplock.MaxTTL); unset, at dumplock.DefaultMaxTTL.
-	EnvGracePeriod = "DUMPCATCHER_GRACE_PERIOD_SECONDS"
+	// EnvGracePeriod is the pod's termination grace period in seconds, as the
+	// webhook left it (after raising it for the preStop dump). The uploader
+	// caps the dump lock a preStop hook may take at this plus
+	// dumplock.Margin (dumplock.MaxTTL); unset, at dumplock.DefaultMaxTTL.
+	EnvGracePeriod = "DUMPCATCHER_GRACE_PERIOD"
 )
+
+// Compression modes of the uploader (EnvCompression).
+const (
+	CompressionGzip = "gzip"
+	CompressionZstd = "zstd"
+	CompressionNone = "none"
+)
+
+// Compressions lists the compression modes in documentation order.
+func Compressions() []string { return []string{CompressionGzip, CompressionZstd, CompressionNone} }
+
+// Defaults of the uploader's settings: the webhook injects a setting into
+// the sidecar only when it differs from these.
+const (
+	DefaultCompression  = CompressionGzip
+	DefaultDrainTimeout = 25 * time.Second
+	DefaultQuietPeriod  = 2 * time.Minute
+)
+
+// ParsePositiveDuration parses a Go duration greater than zero, such as 25s
+// or 2m (EnvDrainTimeout, EnvQuietPeriod).
+func ParsePositiveDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q is not a positive duration such as 25s or 2m", s)
+	}
+	return d, nil
+}
 
 // CredentialsMountPath is where the credentials Secret is mounted in the
 // sidecar when one is configured.

@@ -262,7 +262,6 @@ func TestS3OptionsValidation(t *testing.T) {
 		opts storage.Options
 		want string
 	}{
-		{"s3://b-1/p?endpoint=http://127.0.0.1:9/path", storage.Options{}, "path"},
 		{"s3://b-1/p?endpoint=http://127.0.0.1:9", storage.Options{CAFile: "/x.pem"}, "not https"},
 		{"s3://b-1/p?endpoint=https://127.0.0.1:9", storage.Options{CAFile: "/no/such/ca.pem"}, "CA file"},
 		{"s3://b-1/p", storage.Options{PartSize: 1 << 20}, "part size"},
@@ -275,6 +274,10 @@ func TestS3OptionsValidation(t *testing.T) {
 		if _, err := storage.Open(d, tc.opts); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Open(%s, %+v) = %v, want an error about %q", tc.url, tc.opts, err, tc.want)
 		}
+	}
+	// ParseDestination refuses an endpoint with a path; NewS3 still checks.
+	if _, err := storage.Open(contract.Destination{Scheme: "s3", Bucket: "b-1", Endpoint: "http://127.0.0.1:9/path"}, storage.Options{}); err == nil || !strings.Contains(err.Error(), "path") {
+		t.Errorf("Open with an endpoint path = %v, want an error about the path", err)
 	}
 	d, _ := contract.ParseDestination("s3://b-1/pre/fix")
 	b, err := storage.Open(d, storage.Options{Credentials: nil, CredentialsDir: "/nonexistent"})

@@ -241,6 +241,7 @@ func valueSets(t *testing.T) []valueSet {
 					"imagePullPolicy": "Always",
 					"resources":       map[string]any{"requests": map[string]any{"cpu": "50m", "memory": "64Mi"}, "limits": map[string]any{"cpu": "1", "memory": "256Mi"}},
 				},
+				"upload": map[string]any{"compression": "zstd", "keyTemplate": "{namespace}/{date}/{time}-{file}", "quietPeriod": "90s", "drainTimeout": "1m30s", "metricsPort": 9464},
 			}}},
 			check: func(t *testing.T, r *rendered) {
 				want := config.Config{
@@ -254,6 +255,7 @@ func valueSets(t *testing.T) []valueSet {
 							Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1"), corev1.ResourceMemory: resource.MustParse("256Mi")},
 						},
 					},
+					Upload: config.Upload{Compression: "zstd", KeyTemplate: "{namespace}/{date}/{time}-{file}", QuietPeriod: "90s", DrainTimeout: "1m30s", MetricsPort: 9464},
 				}
 				assertConfig(t, r.config(t), want)
 			},

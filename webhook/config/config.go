@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/objectkey"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -63,6 +64,31 @@ type Config struct {
 	ExcludedNamespaces []string `json:"excludedNamespaces"`
 	// Sidecar configures the injected uploader container.
 	Sidecar Sidecar `json:"sidecar"`
+	// Upload configures the uploader process in that container. Empty
+	// values (and values equal to the uploader's defaults) are not injected.
+	Upload Upload `json:"upload"`
+}
+
+// Upload configures the uploader in the sidecar; each key becomes one of
+// its environment variables.
+type Upload struct {
+	// Compression of uploaded dumps: gzip, zstd or none. Empty: gzip. Pods
+	// override it with dumpcatcher.io/compression.
+	Compression string `json:"compression"`
+	// KeyTemplate is the object key of a dump under the destination's
+	// prefix, with the placeholders of sidecar/objectkey. Empty:
+	// {namespace}/{workload}/{pod}/{container}/{time}-{reason}-{file}.
+	KeyTemplate string `json:"keyTemplate"`
+	// QuietPeriod is how long a half-written file must stay unchanged before
+	// it is uploaded as incomplete, a Go duration. Empty: 2m.
+	QuietPeriod string `json:"quietPeriod"`
+	// DrainTimeout bounds the uploads that go on after SIGTERM, a Go
+	// duration. Empty: 25s.
+	DrainTimeout string `json:"drainTimeout"`
+	// MetricsPort serves the uploader's Prometheus metrics on this port of
+	// the pod (a container port named dc-metrics). 0: no metrics. Pods
+	// override it with dumpcatcher.io/metrics-port.
+	MetricsPort int32 `json:"metricsPort"`
 }
 
 // Sidecar configures the uploader container.
@@ -198,6 +224,71 @@ func (c Config) Validate() error {
 		if lim, ok := c.Sidecar.Resources.Limits[name]; ok && q.Cmp(lim) > 0 {
 			return fmt.Errorf("sidecar.resources.requests.%s: %s is above the limit %s", name, q.String(), lim.String())
 		}
+	}
+	return c.Upload.validate()
+}
+
+func (u Upload) validate() error {
+	if u.Compression != "" {
+		if err := ValidateCompression(u.Compression); err != nil {
+			return fmt.Errorf("upload.compression: %v", err)
+		}
+	}
+	if u.KeyTemplate != "" {
+		if _, err := objectkey.Parse(u.KeyTemplate); err != nil {
+			return fmt.Errorf("upload.keyTemplate: %v", err)
+		}
+	}
+	if u.QuietPeriod != "" {
+		if _, err := contract.ParsePositiveDuration(u.QuietPeriod); err != nil {
+			return fmt.Errorf("upload.quietPeriod: %v", err)
+		}
+	}
+	if u.DrainTimeout != "" {
+		if _, err := contract.ParsePositiveDuration(u.DrainTimeout); err != nil {
+			return fmt.Errorf("upload.drainTimeout: %v", err)
+		}
+	}
+	if u.MetricsPort != 0 {
+		if err := ValidatePort(u.MetricsPort); err != nil {
+			return fmt.Errorf("upload.metricsPort: %v", err)
+		}
+	}
+	return nil
+}
+
+// Changed returns the settings that differ from the uploader's own defaults
+// (the others zero): only those are injected into the sidecar, so that pods
+// stay as they are while the configuration only spells out the defaults.
+// u must be valid.
+func (u Upload) Changed() Upload {
+	if u.Compression == contract.DefaultCompression {
+		u.Compression = ""
+	}
+	if u.KeyTemplate == objectkey.Default {
+		u.KeyTemplate = ""
+	}
+	if d, err := contract.ParsePositiveDuration(u.QuietPeriod); err == nil && d == contract.DefaultQuietPeriod {
+		u.QuietPeriod = ""
+	}
+	if d, err := contract.ParsePositiveDuration(u.DrainTimeout); err == nil && d == contract.DefaultDrainTimeout {
+		u.DrainTimeout = ""
+	}
+	return u
+}
+
+// ValidateCompression checks a compression mode of the uploader.
+func ValidateCompression(s string) error {
+	if !slices.Contains(contract.Compressions(), s) {
+		return fmt.Errorf("%q is not one of %s", s, strings.Join(contract.Compressions(), ", "))
+	}
+	return nil
+}
+
+// ValidatePort checks a TCP port number for the uploader's metrics.
+func ValidatePort(p int32) error {
+	if errs := validation.IsValidPortNum(int(p)); len(errs) > 0 {
+		return fmt.Errorf("%d is not a port number (1..65535)", p)
 	}
 	return nil
 }

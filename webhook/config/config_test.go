@@ -41,6 +41,12 @@ sidecar:
   imagePullPolicy: Always
   resources:
     requests: {cpu: 50m}
+upload:
+  compression: zstd
+  keyTemplate: "{namespace}/{pod}/{time}-{file}"
+  quietPeriod: 30s
+  drainTimeout: 1m
+  metricsPort: 9464
 `
 	got, err := Parse([]byte(in), "v1")
 	if err != nil {
@@ -53,6 +59,7 @@ sidecar:
 		Sidecar: Sidecar{Image: "registry.internal/dumpcatcher:1.0", ImagePullPolicy: corev1.PullAlways,
 			// resources given replace the defaults whole
 			Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m")}}},
+		Upload: Upload{Compression: "zstd", KeyTemplate: "{namespace}/{pod}/{time}-{file}", QuietPeriod: "30s", DrainTimeout: "1m", MetricsPort: 9464},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
@@ -79,6 +86,17 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"sidecar: {imagePullPolicy: Sometimes}", `sidecar.imagePullPolicy: "Sometimes" is not one of Always, IfNotPresent, Never`},
 		{"sidecar: {resources: {requests: {memory: 1Gi}, limits: {memory: 64Mi}}}", `sidecar.resources.requests.memory: 1Gi is above the limit 64Mi`},
 		{"- a list", `cannot unmarshal`},
+		{"upload: {compresion: gzip}", `unknown field "upload.compresion"`},
+		{"upload: {compression: brotli}", `upload.compression: "brotli" is not one of gzip, zstd, none`},
+		{"upload: {keyTemplate: \"{namespace}/{nope}\"}", `upload.keyTemplate: key template "{namespace}/{nope}": unknown placeholder {nope}`},
+		{"upload: {keyTemplate: \"a b/{file}\"}", `upload.keyTemplate: key template "a b/{file}": character ' ' is not allowed`},
+		{"upload: {quietPeriod: \"2\"}", `upload.quietPeriod: "2" is not a positive duration`},
+		{"upload: {quietPeriod: 2}", `upload.quietPeriod of type string`},
+		{"upload: {quietPeriod: 0s}", `upload.quietPeriod: "0s" is not a positive duration`},
+		{"upload: {drainTimeout: soon}", `upload.drainTimeout: "soon" is not a positive duration`},
+		{"upload: {metricsPort: 70000}", `upload.metricsPort: 70000 is not a port number (1..65535)`},
+		{"upload: {metricsPort: -1}", `upload.metricsPort: -1 is not a port number`},
+		{"upload: {metricsPort: http}", `upload.metricsPort`},
 	}
 	for _, tt := range tests {
 		_, err := Parse([]byte(tt.in), "v1")
@@ -107,5 +125,40 @@ func TestLoad(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(dir, "missing.yaml"), "v1"); err == nil || !strings.Contains(err.Error(), "reading config") {
 		t.Errorf("Load(missing) = %v", err)
+	}
+}
+
+// TestErrorsKeepSecrets: the webhook logs configuration errors at start; a
+// destination with credentials is refused without repeating them.
+func TestErrorsKeepSecrets(t *testing.T) {
+	for _, in := range []string{
+		"destination: s3://AKIAEXAMPLE:wJalrSECRET@dumps/p",
+		"destination: s3://AKIAEXAMPLE:wJal/rSECRET@dumps/p",
+		"destination: s3://dumps/p?endpoint=https://AKIAEXAMPLE:wJalrSECRET@minio:9000",
+		"destination: [s3://AKIAEXAMPLE:wJalrSECRET@dumps/p]",
+		"destination: {url: s3://AKIAEXAMPLE:wJalrSECRET@dumps/p}",
+	} {
+		_, err := Parse([]byte(in), "v1")
+		if err == nil {
+			t.Errorf("Parse(%q) accepted it", in)
+			continue
+		}
+		if strings.Contains(err.Error(), "SECRET") || strings.Contains(err.Error(), "AKIAEXAMPLE") {
+			t.Errorf("Parse(%q) error repeats the secret: %v", in, err)
+		}
+	}
+}
+
+func TestUploadChanged(t *testing.T) {
+	tests := []struct{ in, want Upload }{
+		{Upload{}, Upload{}},
+		{Upload{Compression: "gzip", KeyTemplate: "{namespace}/{workload}/{pod}/{container}/{time}-{reason}-{file}", QuietPeriod: "120s", DrainTimeout: "25s"}, Upload{}},
+		{Upload{Compression: "zstd", KeyTemplate: "{pod}/{time}-{file}", QuietPeriod: "1m", DrainTimeout: "25000ms", MetricsPort: 9090},
+			Upload{Compression: "zstd", KeyTemplate: "{pod}/{time}-{file}", QuietPeriod: "1m", MetricsPort: 9090}},
+	}
+	for _, tt := range tests {
+		if got := tt.in.Changed(); got != tt.want {
+			t.Errorf("%+v.Changed() = %+v, want %+v", tt.in, got, tt.want)
+		}
 	}
 }

@@ -18,6 +18,17 @@ const (
 	AnnotationPreStop = "dumpcatcher.io/prestop"
 	// AnnotationSizeLimit overrides the emptyDir size limit.
 	AnnotationSizeLimit = "dumpcatcher.io/size-limit"
+	// AnnotationAllowSharedPID: "true" injects a pod that shares a process
+	// namespace (spec.shareProcessNamespace or spec.hostPID), accepting
+	// that its app containers can read the uploader's credentials; "false"
+	// or absent: such a pod is not injected.
+	AnnotationAllowSharedPID = "dumpcatcher.io/allow-shared-pid"
+	// AnnotationCompression overrides the uploader's compression (gzip, zstd
+	// or none).
+	AnnotationCompression = "dumpcatcher.io/compression"
+	// AnnotationMetricsPort overrides the port of the uploader's metrics
+	// ("0": none).
+	AnnotationMetricsPort = "dumpcatcher.io/metrics-port"
 	// AnnotationStatus is written by the webhook: what it injected where.
 	AnnotationStatus = "dumpcatcher.io/status"
 )
@@ -34,6 +45,8 @@ const (
 	VolumeName            = "dumpcatcher"
 	CredentialsVolumeName = "dumpcatcher-credentials"
 	SidecarName           = "dumpcatcher"
+	// MetricsPortName names the uploader's metrics port, when it has one.
+	MetricsPortName = "dc-metrics"
 	// OriginalJTOEnv keeps a JAVA_TOOL_OPTIONS that came from valueFrom or
 	// envFrom, so that JAVA_TOOL_OPTIONS can reference it.
 	OriginalJTOEnv = "DUMPCATCHER_ORIGINAL_JAVA_TOOL_OPTIONS"

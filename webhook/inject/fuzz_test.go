@@ -2,6 +2,7 @@ package inject
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
@@ -9,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // chooser turns fuzz bytes into choices; past the end every choice is 0.
@@ -88,6 +90,11 @@ func (c *chooser) container(name string) corev1.Container {
 		ct.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: 3}}}
 	case 3:
 		ct.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"x"}}}}
+	case 4:
+		ct.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/stop", Port: intstr.Parse(c.pick("http", "admin", "8080", "99999"))}}}
+	}
+	if c.n(3) == 0 {
+		ct.Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}
 	}
 	if u := c.uid(); u != nil || c.n(2) == 1 {
 		ct.SecurityContext = &corev1.SecurityContext{RunAsUser: u, RunAsGroup: c.uid()}
@@ -106,9 +113,13 @@ func fuzzInput(t *testing.T, data []byte) (Input, Options) {
 	c.annotate(ann, AnnotationContainers, "app", "app,worker", "x", "", " , ", "dumpcatcher", "init")
 	c.annotate(ann, AnnotationPreStop, "always", "on-pressure", "never", "sometimes")
 	c.annotate(ann, AnnotationSizeLimit, "1Gi", "0", "lots", "-1")
-	c.annotate(ann, AnnotationDestination, "s3://other-bucket/p", "gs://x", "file:///mnt/dumps", "")
+	c.annotate(ann, AnnotationDestination, "s3://other-bucket/p", "gs://x", "file:///mnt/dumps", "",
+		"s3://KEY:SECRET@dumps/p", "s3://KEY:SE/CRET@dumps/p", "s3://dumps?endpoint=https://KEY:SECRET@minio:9000", "s3://dumps?endpoint=https://minio:9000/SECRET")
 	c.annotate(ann, AnnotationSecret, "creds", "Bad_Name", "")
 	c.annotate(ann, AnnotationStatus, "{}", "garbage")
+	c.annotate(ann, AnnotationAllowSharedPID, "true", "false", "yes")
+	c.annotate(ann, AnnotationCompression, "zstd", "none", "gzip", "lz4")
+	c.annotate(ann, AnnotationMetricsPort, "0", "9464", "8080", "http")
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: c.pick("p", "", "web-1"), GenerateName: c.pick("", "web-abc-"), Annotations: ann,
 		Labels: map[string]string{"pod-template-hash": "abc"}}}
 	if c.n(3) == 0 {
@@ -135,8 +146,17 @@ func fuzzInput(t *testing.T, data []byte) (Input, Options) {
 		pod.Spec.TerminationGracePeriodSeconds = ptr([]int64{0, 5, 90}[g-1])
 	}
 	pod.Spec.RestartPolicy = corev1.RestartPolicy(c.pick("", "Always", "Never", "OnFailure"))
-	if c.n(8) == 0 {
+	switch c.n(8) {
+	case 0:
 		pod.Spec.OS = &corev1.PodOS{Name: corev1.Windows}
+	case 1:
+		pod.Spec.NodeSelector = map[string]string{corev1.LabelOSStable: "windows"}
+	}
+	switch c.n(6) {
+	case 0:
+		pod.Spec.ShareProcessNamespace = ptr(true)
+	case 1:
+		pod.Spec.HostPID = true
 	}
 	cfg := config.Default("fuzz")
 	cfg.Destination = c.pick("s3://dumps", "", "s3://dumps/a?endpoint=http://minio:9000")
@@ -146,6 +166,10 @@ func fuzzInput(t *testing.T, data []byte) (Input, Options) {
 	cfg.PreStop = c.pick(contract.Policies()...)
 	cfg.MinTerminationGracePeriodSeconds = []int64{0, 60}[c.n(2)]
 	cfg.ExcludedNamespaces = []string{"monitoring"}
+	cfg.Upload = config.Upload{Compression: c.pick("", "zstd"), MetricsPort: []int32{0, 9464, 8080}[c.n(3)], DrainTimeout: c.pick("", "25s", "1m")}
+	if c.n(6) == 0 {
+		pod.Spec.HostNetwork = true
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("fuzz config invalid: %v", err)
 	}
@@ -156,7 +180,8 @@ func fuzzInput(t *testing.T, data []byte) (Input, Options) {
 }
 
 // FuzzInject: the injection never panics, never changes its input, denies
-// only with an *AnnotationError, is idempotent, and never hands the JVM a
+// only with an *AnnotationError that repeats no secret, never injects a
+// destination with credentials, is idempotent, and never hands the JVM a
 // reference to a variable that may be undefined.
 func FuzzInject(f *testing.F) {
 	for _, seed := range [][]byte{
@@ -172,6 +197,12 @@ func FuzzInject(f *testing.F) {
 		res, err := Inject(in, opts)
 		if diff := cmp.Diff(before, in.Pod); diff != "" {
 			t.Fatalf("Inject changed its input:\n%s", diff)
+		}
+		if err != nil && strings.Contains(err.Error(), "SECRET") {
+			t.Fatalf("denial repeats a secret: %v", err)
+		}
+		if err == nil && res.Injected && strings.Contains(res.Pod.Annotations[AnnotationStatus], "SECRET") {
+			t.Fatalf("a destination with a secret was injected: %s", res.Pod.Annotations[AnnotationStatus])
 		}
 		checkInvariants(t, in, opts, func() goldenResult {
 			if err != nil {

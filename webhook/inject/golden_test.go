@@ -6,9 +6,11 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/webhook/config"
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
@@ -190,6 +192,37 @@ func checkInvariants(t testing.TB, in Input, opts Options, got goldenResult) {
 			t.Errorf("container %q: %s", c.Name, msg)
 		}
 	}
+	checkGracePeriodEnv(t, got.Pod)
+}
+
+// checkGracePeriodEnv: the uploader learns the pod's grace period as it
+// will be (after raising), the kubelet's default when the pod sets none.
+func checkGracePeriodEnv(t testing.TB, pod *corev1.Pod) {
+	t.Helper()
+	st, err := ParseStatus(pod.Annotations[AnnotationStatus])
+	if err != nil {
+		return
+	}
+	want := "30"
+	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
+		want = strconv.FormatInt(*g, 10)
+	}
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range list {
+			if c.Name != st.Sidecar {
+				continue
+			}
+			for _, e := range c.Env {
+				if e.Name == contract.EnvGracePeriod {
+					if e.Value != want {
+						t.Errorf("sidecar %s = %q, want the pod's grace period %s", contract.EnvGracePeriod, e.Value, want)
+					}
+					return
+				}
+			}
+		}
+	}
+	t.Errorf("sidecar %q has no %s", st.Sidecar, contract.EnvGracePeriod)
 }
 
 // unsafeReference returns a message when a JAVA_TOOL_OPTIONS value written by

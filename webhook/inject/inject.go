@@ -15,7 +15,7 @@ import (
 	"github.com/dumpcatcher/dumpcatcher/webhook/config"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // defaultGracePeriodSeconds is what Kubernetes uses when a pod sets none.
@@ -68,14 +68,52 @@ type Result struct {
 }
 
 // AnnotationError is an invalid annotation value: the pod is denied with it.
+//
+// Its message ends up in the admission response, the webhook's log and the
+// events of the pod's ReplicaSet or Job, so it quotes Value only when it is
+// a short enum-like word (see quote) and never for dumpcatcher.io/destination,
+// which may carry credentials; Reason must follow the same rule.
 type AnnotationError struct {
 	Annotation string
-	Value      string
-	Reason     string
+	// Value is the annotation's value; Error does not print it unless it is
+	// short and harmless.
+	Value  string
+	Reason string
 }
 
 func (e *AnnotationError) Error() string {
+	if e.Annotation == AnnotationDestination || !isShortWord(e.Value) {
+		return fmt.Sprintf("annotation %s: invalid value: %s", e.Annotation, e.Reason)
+	}
 	return fmt.Sprintf("annotation %s: invalid value %q: %s", e.Annotation, e.Value, e.Reason)
+}
+
+// maxShownValue bounds the annotation values an error may quote: enums
+// (on-pressure, gzip), quantities and container names fit; tokens and keys
+// do not.
+const maxShownValue = 16
+
+// isShortWord reports whether an annotation value (or a part of it) is short
+// and made of letters, digits, spaces and . _ , - only, so that quoting it in
+// an error cannot leak a secret.
+func isShortWord(v string) bool {
+	if len(v) > maxShownValue {
+		return false
+	}
+	for _, r := range v {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(" ._,-", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+// quote is v in quotes when isShortWord, else a description without it.
+func quote(v string) string {
+	if isShortWord(v) {
+		return strconv.Quote(v)
+	}
+	return fmt.Sprintf("(a value of %d characters, not shown)", len(v))
 }
 
 // Status is the JSON of the dumpcatcher.io/status annotation.
@@ -102,269 +140,279 @@ type ContainerStatus struct {
 	PreStop bool `json:"preStop"`
 }
 
-// podSettings are the per-pod values after annotations override the config.
-type podSettings struct {
-	targets     []string
-	destination string
-	secret      string
-	preStop     string
-	sizeLimit   string
-}
-
 // Inject decides whether the pod is to be injected and, if so, returns the
 // injected copy. An *AnnotationError means the pod must be denied.
 func Inject(in Input, opts Options) (Result, error) {
 	pod := in.Pod.DeepCopy()
-	ns := in.Namespace
-	if ns == "" {
-		ns = pod.Namespace
-	}
-	skip := func(reason string, warnings ...string) (Result, error) {
-		return Result{Pod: pod, Reason: reason, Warnings: warnings}, nil
-	}
-	switch {
-	case ns == "kube-system":
-		return skip("namespace kube-system is never injected")
-	case ns != "" && ns == opts.OwnNamespace:
-		return skip("the webhook's own namespace is never injected")
-	case slices.Contains(opts.Config.ExcludedNamespaces, ns):
-		return skip(fmt.Sprintf("namespace %s is excluded in the webhook configuration", ns))
-	}
-	ann := pod.Annotations
-	if _, ok := ann[AnnotationStatus]; ok {
-		return skip("already injected (" + AnnotationStatus + " is set)")
-	}
-	if hasOurSidecar(pod) {
-		return skip("already injected (sidecar present)",
-			fmt.Sprintf("dumpcatcher: pod already has the %q uploader but no %s annotation; not injected again", SidecarName, AnnotationStatus))
-	}
-	switch v, ok := ann[AnnotationInject]; {
-	case ok && v == "false":
-		return skip("opted out with " + AnnotationInject + `: "false"`)
-	case ok && v != "true":
-		return Result{}, &AnnotationError{AnnotationInject, v, `allowed values are "true" and "false"`}
-	case !ok && in.NamespaceLabels[LabelInject] != LabelEnabled:
-		return skip("not opted in")
-	}
-	if pod.Spec.OS != nil && pod.Spec.OS.Name == corev1.Windows {
-		return skip("Windows pod", "dumpcatcher: Windows pods are not supported; not injected")
-	}
-	ps, err := resolveSettings(pod, opts.Config)
+	d, err := decide(in, opts)
 	if err != nil {
 		return Result{}, err
 	}
-	if ps.destination == "" {
-		return skip("no destination", fmt.Sprintf("dumpcatcher: not injected: no storage destination; set the pod annotation %s or destination in the webhook configuration", AnnotationDestination))
+	if !d.inject {
+		return Result{Pod: pod, Reason: d.reason, Warnings: d.warnings}, nil
 	}
-	wl := in.Workload
-	if wl.Name == "" {
-		wl = workloadOf(pod)
-	}
-	warnings := mutate(pod, ns, wl, ps, opts)
-	return Result{Pod: pod, Injected: true, Warnings: warnings}, nil
+	warnings := mutate(pod, d.plan, opts)
+	return Result{Pod: pod, Injected: true, Warnings: append(d.warnings, warnings...)}, nil
 }
 
-// resolveSettings validates the override annotations and applies them over
-// the configuration.
-func resolveSettings(pod *corev1.Pod, cfg config.Config) (podSettings, error) {
-	ann := pod.Annotations
-	ps := podSettings{destination: cfg.Destination, secret: cfg.CredentialsSecret, preStop: cfg.PreStop, sizeLimit: cfg.SizeLimit}
-	if v, ok := ann[AnnotationContainers]; ok {
-		t, err := parseTargets(pod, v)
-		if err != nil {
-			return ps, err
-		}
-		ps.targets = t
-	} else {
-		for _, c := range pod.Spec.Containers {
-			ps.targets = append(ps.targets, c.Name)
-		}
-	}
-	if v, ok := ann[AnnotationDestination]; ok {
-		if _, err := contract.ParseDestination(v); err != nil {
-			return ps, &AnnotationError{AnnotationDestination, v, err.Error()}
-		}
-		ps.destination = v
-	}
-	if v, ok := ann[AnnotationSecret]; ok {
-		if errs := validation.IsDNS1123Subdomain(v); len(errs) > 0 {
-			return ps, &AnnotationError{AnnotationSecret, v, "not a Secret name: " + strings.Join(errs, "; ")}
-		}
-		ps.secret = v
-	}
-	if v, ok := ann[AnnotationPreStop]; ok {
-		if !slices.Contains(contract.Policies(), v) {
-			return ps, &AnnotationError{AnnotationPreStop, v, "allowed values are " + strings.Join(contract.Policies(), ", ")}
-		}
-		ps.preStop = v
-	}
-	if v, ok := ann[AnnotationSizeLimit]; ok {
-		if err := config.ValidateSizeLimit(v); err != nil {
-			return ps, &AnnotationError{AnnotationSizeLimit, v, "want a quantity greater than zero, such as 4Gi"}
-		}
-		ps.sizeLimit = v
-	}
-	return ps, nil
+// warnings collects the non-fatal surprises of one injection.
+type warnings []string
+
+func (w *warnings) addf(format string, a ...any) {
+	*w = append(*w, "dumpcatcher: "+fmt.Sprintf(format, a...))
 }
 
-func parseTargets(pod *corev1.Pod, v string) ([]string, error) {
-	var names []string
-	for _, c := range pod.Spec.Containers {
-		names = append(names, c.Name)
-	}
-	var targets []string
-	for _, raw := range strings.Split(v, ",") {
-		n := strings.TrimSpace(raw)
-		if n == "" {
-			continue
-		}
-		if !slices.Contains(names, n) {
-			reason := fmt.Sprintf("no container %q in the pod; containers: %s", n, strings.Join(names, ", "))
-			for _, ic := range pod.Spec.InitContainers {
-				if ic.Name == n {
-					reason = fmt.Sprintf("%q is an init container; only regular containers can be targets: %s", n, strings.Join(names, ", "))
-				}
-			}
-			return nil, &AnnotationError{AnnotationContainers, v, reason}
-		}
-		if !slices.Contains(targets, n) {
-			targets = append(targets, n)
-		}
-	}
-	if len(targets) == 0 {
-		return nil, &AnnotationError{AnnotationContainers, v, "name at least one container, comma-separated: " + strings.Join(names, ", ")}
-	}
-	return targets, nil
-}
-
-// mutate injects the plumbing into pod (in place) and returns warnings.
-func mutate(pod *corev1.Pod, ns string, wl Workload, ps podSettings, opts Options) []string {
+// mutate injects the plumbing that p describes into pod (in place), one
+// named step after the other, and returns warnings.
+func mutate(pod *corev1.Pod, p plan, opts Options) []string {
+	var w warnings
 	cfg := opts.Config
-	var warnings []string
-	warnf := func(format string, a ...any) { warnings = append(warnings, "dumpcatcher: "+fmt.Sprintf(format, a...)) }
+	volName := addVolume(pod, p.sizeLimit)
+	hook := p.preStop != contract.PolicyNever
+	grace := raiseGracePeriod(pod, hook, cfg.MinTerminationGracePeriodSeconds)
+	status := Status{
+		Version: opts.Version, NativeSidecar: opts.NativeSidecar, Volume: volName,
+		PreStop: p.preStop, Destination: p.destination, Secret: p.secret, Workload: p.workload.String(),
+	}
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		if slices.Contains(p.targets, c.Name) {
+			status.Containers = append(status.Containers, injectTarget(c, volName, grace, hook, p, cfg.MountPath, &w))
+		}
+	}
+	sidecar := newSidecar(pod, volName, grace, p, cfg, &w)
+	addCredentials(pod, &sidecar, p.secret)
+	status.Sidecar = sidecar.Name
+	placeSidecar(pod, sidecar, opts.NativeSidecar, &w)
+	setStatus(pod, status)
+	return w
+}
 
-	volName := uniqueVolumeName(pod, VolumeName)
-	vol := corev1.Volume{Name: volName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
-	if ps.sizeLimit != "" {
-		q := resource.MustParse(ps.sizeLimit)
+// addVolume adds the shared emptyDir and returns its name.
+func addVolume(pod *corev1.Pod, sizeLimit string) string {
+	name := uniqueVolumeName(pod, VolumeName)
+	vol := corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
+	if sizeLimit != "" {
+		q := resource.MustParse(sizeLimit) // validated by decide
 		vol.EmptyDir.SizeLimit = &q
 	}
 	pod.Spec.Volumes = append(pod.Spec.Volumes, vol)
+	return name
+}
 
+// raiseGracePeriod raises the pod's termination grace period to min when a
+// preStop dump is injected, and returns the effective grace period.
+func raiseGracePeriod(pod *corev1.Pod, hook bool, min int64) int64 {
 	grace := int64(defaultGracePeriodSeconds)
 	if pod.Spec.TerminationGracePeriodSeconds != nil {
 		grace = *pod.Spec.TerminationGracePeriodSeconds
 	}
-	hook := ps.preStop != contract.PolicyNever
-	if hook && grace < cfg.MinTerminationGracePeriodSeconds {
-		grace = cfg.MinTerminationGracePeriodSeconds
+	if hook && grace < min {
+		grace = min
 		pod.Spec.TerminationGracePeriodSeconds = &grace
 	}
+	return grace
+}
 
-	status := Status{
-		Version: opts.Version, NativeSidecar: opts.NativeSidecar, Volume: volName,
-		PreStop: ps.preStop, Destination: ps.destination, Secret: ps.secret, Workload: wl.String(),
+// injectTarget mounts the shared volume into one target container, points
+// its JVM's heap dumps at it and chains the dump hook before its preStop.
+func injectTarget(c *corev1.Container, volName string, grace int64, hook bool, p plan, mountPath string, w *warnings) ContainerStatus {
+	base := uniqueMountPath(c, mountPath)
+	if base != mountPath {
+		w.addf("container %q already mounts something at or below %s; the shared volume is mounted at %s instead", c.Name, mountPath, base)
 	}
-	for i := range pod.Spec.Containers {
-		c := &pod.Spec.Containers[i]
-		if !slices.Contains(ps.targets, c.Name) {
-			continue
-		}
-		base := uniqueMountPath(c, cfg.MountPath)
-		if base != cfg.MountPath {
-			warnf("container %q already mounts something at or below %s; the shared volume is mounted at %s instead", c.Name, cfg.MountPath, base)
-		}
-		dumpDir := base + "/" + contract.DumpsDir
-		c.VolumeMounts = append(c.VolumeMounts,
-			corev1.VolumeMount{Name: volName, MountPath: base + "/" + contract.BinDir, SubPath: contract.BinDir, ReadOnly: true},
-			corev1.VolumeMount{Name: volName, MountPath: dumpDir, SubPath: contract.DumpsDir + "/" + c.Name},
-		)
-		var mode string
-		c.Env, mode = mergeJavaToolOptions(c.Env, c.EnvFrom, contract.DumpOptions(dumpDir))
-		if where := overridingFlags(c); len(where) > 0 {
-			warnf("container %q sets -XX:HeapDumpPath or -XX:-HeapDumpOnOutOfMemoryError in its %s, which overrides JAVA_TOOL_OPTIONS: OOM dumps may not reach %s; remove the option there", c.Name, strings.Join(where, " and "), dumpDir)
-		}
-		if hook {
-			args := []string{
-				base + "/" + contract.BinDir + "/" + contract.BinaryName, contract.CmdDump,
-				contract.FlagReason + "=" + contract.ReasonPreStop,
-				contract.FlagPolicy + "=" + ps.preStop,
-				contract.FlagDir + "=" + dumpDir,
-				contract.FlagContainer + "=" + c.Name,
-				contract.FlagNamespace + "=" + ns,
-				contract.FlagWorkload + "=" + wl.String(),
-				contract.FlagGracePeriod + "=" + strconv.FormatInt(grace, 10),
-			}
-			if c.Lifecycle != nil && c.Lifecycle.PreStop != nil {
-				orig, _ := json.Marshal(c.Lifecycle.PreStop) // a LifecycleHandler always marshals
-				args = append(args, contract.FlagThen+"="+string(orig))
-			}
-			if c.Lifecycle == nil {
-				c.Lifecycle = &corev1.Lifecycle{}
-			}
-			c.Lifecycle.PreStop = &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: args}}
-		}
-		status.Containers = append(status.Containers, ContainerStatus{Name: c.Name, MountPath: base, JavaToolOptions: mode, PreStop: hook})
+	dumpDir := base + "/" + contract.DumpsDir
+	mountShared(c, volName, base)
+	mode := setDumpOptions(c, dumpDir, w)
+	if hook {
+		orig := originalPreStop(c, w)
+		addPreStop(c, preStopArgs(c.Name, base, dumpDir, grace, p), orig)
 	}
+	return ContainerStatus{Name: c.Name, MountPath: base, JavaToolOptions: mode, PreStop: hook}
+}
 
-	sc, scWarnings := sidecarSecurityContext(pod, ps.targets)
-	warnings = append(warnings, scWarnings...)
-	sidecar := corev1.Container{
+// mountShared mounts the binary directory read-only and the container's own
+// dump directory at base.
+func mountShared(c *corev1.Container, volName, base string) {
+	c.VolumeMounts = append(c.VolumeMounts,
+		corev1.VolumeMount{Name: volName, MountPath: base + "/" + contract.BinDir, SubPath: contract.BinDir, ReadOnly: true},
+		corev1.VolumeMount{Name: volName, MountPath: base + "/" + contract.DumpsDir, SubPath: contract.DumpsDir + "/" + c.Name},
+	)
+}
+
+// setDumpOptions merges the dump options into JAVA_TOOL_OPTIONS and returns
+// how (the status's javaToolOptions).
+func setDumpOptions(c *corev1.Container, dumpDir string, w *warnings) string {
+	var mode string
+	c.Env, mode = mergeJavaToolOptions(c.Env, c.EnvFrom, contract.DumpOptions(dumpDir))
+	if where := overridingFlags(c); len(where) > 0 {
+		w.addf("container %q sets -XX:HeapDumpPath or -XX:-HeapDumpOnOutOfMemoryError in its %s, which overrides JAVA_TOOL_OPTIONS: OOM dumps may not reach %s; remove the option there", c.Name, strings.Join(where, " and "), dumpDir)
+	}
+	return mode
+}
+
+// preStopArgs is the command line of the dump hook of one container.
+func preStopArgs(container, base, dumpDir string, grace int64, p plan) []string {
+	return []string{
+		base + "/" + contract.BinDir + "/" + contract.BinaryName, contract.CmdDump,
+		contract.FlagReason + "=" + contract.ReasonPreStop,
+		contract.FlagPolicy + "=" + p.preStop,
+		contract.FlagDir + "=" + dumpDir,
+		contract.FlagContainer + "=" + container,
+		contract.FlagNamespace + "=" + p.namespace,
+		contract.FlagWorkload + "=" + p.workload.String(),
+		contract.FlagGracePeriod + "=" + strconv.FormatInt(grace, 10),
+	}
+}
+
+// originalPreStop returns the container's own preStop handler (nil when it
+// has none) as the dump hook is to run it. A named httpGet port is resolved
+// here from the container's ports, as the kubelet resolves it, because the
+// hook does not see the pod spec; a name no port has is left as it is (the
+// kubelet would fail that hook too) with a warning.
+func originalPreStop(c *corev1.Container, w *warnings) *corev1.LifecycleHandler {
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil {
+		return nil
+	}
+	h := c.Lifecycle.PreStop.DeepCopy()
+	if h.HTTPGet == nil || h.HTTPGet.Port.Type != intstr.String {
+		return h
+	}
+	name := h.HTTPGet.Port.StrVal
+	if n, err := strconv.Atoi(name); err == nil {
+		if n > 0 && n <= 65535 {
+			h.HTTPGet.Port = intstr.FromInt32(int32(n))
+		}
+		return h
+	}
+	for _, p := range c.Ports {
+		if p.Name == name {
+			h.HTTPGet.Port = intstr.FromInt32(p.ContainerPort)
+			return h
+		}
+	}
+	w.addf("container %q: its preStop httpGet port %s names none of the container's ports, so that hook fails (in the kubelet too); it still runs after the dump as it is: name a containerPort %s or give the number", c.Name, quote(name), quote(name))
+	return h
+}
+
+// addPreStop makes args the container's preStop hook; the original preStop
+// handler orig, if any, is passed to it as JSON and runs after the dump.
+func addPreStop(c *corev1.Container, args []string, orig *corev1.LifecycleHandler) {
+	if orig != nil {
+		j, _ := json.Marshal(orig) // a LifecycleHandler always marshals
+		args = append(args, contract.FlagThen+"="+string(j))
+	}
+	if c.Lifecycle == nil {
+		c.Lifecycle = &corev1.Lifecycle{}
+	}
+	c.Lifecycle.PreStop = &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: args}}
+}
+
+// newSidecar builds the uploader container.
+func newSidecar(pod *corev1.Pod, volName string, grace int64, p plan, cfg config.Config, w *warnings) corev1.Container {
+	sc, scWarnings := sidecarSecurityContext(pod, p.targets)
+	*w = append(*w, scWarnings...)
+	return corev1.Container{
 		Name:                     uniqueContainerName(pod, SidecarName),
 		Image:                    cfg.Sidecar.Image,
 		ImagePullPolicy:          cfg.Sidecar.ImagePullPolicy,
 		Command:                  []string{contract.BinaryPath, contract.CmdUpload},
-		Env:                      sidecarEnv(ps, wl),
+		Env:                      sidecarEnv(p, grace),
+		Ports:                    sidecarPorts(p.upload.MetricsPort),
 		Resources:                *cfg.Sidecar.Resources.DeepCopy(),
 		VolumeMounts:             []corev1.VolumeMount{{Name: volName, MountPath: contract.SidecarDir}},
 		SecurityContext:          sc,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
-	if ps.secret != "" {
-		credName := uniqueVolumeName(pod, CredentialsVolumeName)
-		optional := true
-		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: credName, VolumeSource: corev1.VolumeSource{
-			Secret: &corev1.SecretVolumeSource{SecretName: ps.secret, Optional: &optional}}})
-		sidecar.VolumeMounts = append(sidecar.VolumeMounts, corev1.VolumeMount{Name: credName, MountPath: contract.CredentialsMountPath, ReadOnly: true})
+}
+
+// addCredentials mounts the credentials Secret (optional, so that a missing
+// Secret never keeps the pod from starting) into the sidecar.
+func addCredentials(pod *corev1.Pod, sidecar *corev1.Container, secret string) {
+	if secret == "" {
+		return
 	}
-	status.Sidecar = sidecar.Name
-	if opts.NativeSidecar {
+	name := uniqueVolumeName(pod, CredentialsVolumeName)
+	optional := true
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{
+		Secret: &corev1.SecretVolumeSource{SecretName: secret, Optional: &optional}}})
+	sidecar.VolumeMounts = append(sidecar.VolumeMounts, corev1.VolumeMount{Name: name, MountPath: contract.CredentialsMountPath, ReadOnly: true})
+}
+
+// placeSidecar adds the uploader as the first init container with
+// restartPolicy Always (a native sidecar) or as the last regular container.
+func placeSidecar(pod *corev1.Pod, sidecar corev1.Container, native bool, w *warnings) {
+	if native {
 		always := corev1.ContainerRestartPolicyAlways
 		sidecar.RestartPolicy = &always
 		pod.Spec.InitContainers = append([]corev1.Container{sidecar}, pod.Spec.InitContainers...)
-	} else {
-		pod.Spec.Containers = append(pod.Spec.Containers, sidecar)
-		if pod.Spec.RestartPolicy == corev1.RestartPolicyNever || pod.Spec.RestartPolicy == corev1.RestartPolicyOnFailure {
-			warnf("the uploader runs as a regular container (nativeSidecar is off), so this run-to-completion pod (restartPolicy %s) keeps running after its app exits; use native sidecars (Kubernetes 1.29+)", pod.Spec.RestartPolicy)
-		}
+		return
 	}
+	pod.Spec.Containers = append(pod.Spec.Containers, sidecar)
+	if pod.Spec.RestartPolicy == corev1.RestartPolicyNever || pod.Spec.RestartPolicy == corev1.RestartPolicyOnFailure {
+		w.addf("the uploader runs as a regular container (nativeSidecar is off), so this run-to-completion pod (restartPolicy %s) keeps running after its app exits; use native sidecars (Kubernetes 1.29+)", pod.Spec.RestartPolicy)
+	}
+}
 
+// setStatus records what was injected in the status annotation.
+func setStatus(pod *corev1.Pod, s Status) {
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}
 	}
-	pod.Annotations[AnnotationStatus] = status.String()
-	return warnings
+	pod.Annotations[AnnotationStatus] = s.String()
 }
 
-func sidecarEnv(ps podSettings, wl Workload) []corev1.EnvVar {
+// sidecarEnv is the uploader's environment; grace is the pod's effective
+// termination grace period in seconds.
+func sidecarEnv(p plan, grace int64) []corev1.EnvVar {
 	field := func(name, path string) corev1.EnvVar {
 		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: path}}}
 	}
 	env := []corev1.EnvVar{
 		{Name: contract.EnvDir, Value: contract.SidecarDir},
-		{Name: contract.EnvDestination, Value: ps.destination},
+		{Name: contract.EnvDestination, Value: p.destination},
 	}
-	if ps.secret != "" {
+	if p.secret != "" {
 		env = append(env, corev1.EnvVar{Name: contract.EnvCredentialsDir, Value: contract.CredentialsMountPath})
 	}
-	return append(env,
+	env = append(env,
 		field(contract.EnvPodName, "metadata.name"),
 		field(contract.EnvPodNamespace, "metadata.namespace"),
 		field(contract.EnvPodUID, "metadata.uid"),
 		field(contract.EnvNodeName, "spec.nodeName"),
-		corev1.EnvVar{Name: contract.EnvWorkload, Value: wl.String()},
-		corev1.EnvVar{Name: contract.EnvContainers, Value: strings.Join(ps.targets, ",")},
+		corev1.EnvVar{Name: contract.EnvWorkload, Value: p.workload.String()},
+		corev1.EnvVar{Name: contract.EnvContainers, Value: strings.Join(p.targets, ",")},
+		corev1.EnvVar{Name: contract.EnvGracePeriod, Value: strconv.FormatInt(grace, 10)},
 	)
+	return append(env, uploadEnv(p.upload)...)
+}
+
+// uploadEnv passes the uploader's settings that differ from its defaults.
+func uploadEnv(u config.Upload) []corev1.EnvVar {
+	u = u.Changed()
+	var env []corev1.EnvVar
+	for _, e := range []corev1.EnvVar{
+		{Name: contract.EnvCompression, Value: u.Compression},
+		{Name: contract.EnvKeyTemplate, Value: u.KeyTemplate},
+		{Name: contract.EnvQuietPeriod, Value: u.QuietPeriod},
+		{Name: contract.EnvDrainTimeout, Value: u.DrainTimeout},
+	} {
+		if e.Value != "" {
+			env = append(env, e)
+		}
+	}
+	if u.MetricsPort != 0 {
+		env = append(env, corev1.EnvVar{Name: contract.EnvMetricsAddress, Value: ":" + strconv.Itoa(int(u.MetricsPort))})
+	}
+	return env
+}
+
+// sidecarPorts declares the uploader's metrics port, if any.
+func sidecarPorts(metrics int32) []corev1.ContainerPort {
+	if metrics == 0 {
+		return nil
+	}
+	return []corev1.ContainerPort{{Name: MetricsPortName, ContainerPort: metrics, Protocol: corev1.ProtocolTCP}}
 }
 
 // sidecarSecurityContext satisfies the Pod Security Standard "restricted"
@@ -421,42 +469,6 @@ func effectiveIDs(pod *corev1.Pod, c *corev1.Container) (uid, gid *int64) {
 		}
 	}
 	return uid, gid
-}
-
-// hasOurSidecar recognises an injected uploader by name and command, so that
-// a pod whose status annotation was removed is not injected twice.
-func hasOurSidecar(pod *corev1.Pod) bool {
-	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
-		for _, c := range list {
-			if strings.HasPrefix(c.Name, SidecarName) && len(c.Command) == 2 && c.Command[0] == contract.BinaryPath && c.Command[1] == contract.CmdUpload {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// workloadOf names the pod's controller: a ReplicaSet with the
-// pod-template-hash suffix stands for its Deployment.
-func workloadOf(pod *corev1.Pod) Workload {
-	for _, o := range pod.OwnerReferences {
-		if o.Controller == nil || !*o.Controller {
-			continue
-		}
-		if o.Kind == "ReplicaSet" {
-			if h := pod.Labels["pod-template-hash"]; h != "" && strings.HasSuffix(o.Name, "-"+h) {
-				return Workload{Kind: "Deployment", Name: strings.TrimSuffix(o.Name, "-"+h)}
-			}
-		}
-		return Workload{Kind: o.Kind, Name: o.Name}
-	}
-	switch {
-	case pod.Name != "":
-		return Workload{Kind: "Pod", Name: pod.Name}
-	case pod.GenerateName != "":
-		return Workload{Kind: "Pod", Name: strings.TrimRight(pod.GenerateName, "-")}
-	}
-	return Workload{Kind: "Pod", Name: "unnamed"}
 }
 
 func uniqueVolumeName(pod *corev1.Pod, base string) string {

@@ -88,6 +88,6 @@ app.kubernetes.io/component: webhook
 {{- define "dumpcatcher.config" -}}
 {{- $c := .Values.config }}
 {{- $sidecar := dict "image" (include "dumpcatcher.sidecarImage" .) "imagePullPolicy" $c.sidecar.imagePullPolicy "resources" $c.sidecar.resources }}
-{{- $cfg := dict "destination" $c.destination "credentialsSecret" $c.credentialsSecret "mountPath" $c.mountPath "sizeLimit" $c.sizeLimit "preStop" $c.preStop "minTerminationGracePeriodSeconds" $c.minTerminationGracePeriodSeconds "nativeSidecar" $c.nativeSidecar "excludedNamespaces" .Values.webhook.excludedNamespaces "sidecar" $sidecar }}
+{{- $cfg := dict "destination" $c.destination "credentialsSecret" $c.credentialsSecret "mountPath" $c.mountPath "sizeLimit" $c.sizeLimit "preStop" $c.preStop "minTerminationGracePeriodSeconds" $c.minTerminationGracePeriodSeconds "nativeSidecar" $c.nativeSidecar "excludedNamespaces" .Values.webhook.excludedNamespaces "sidecar" $sidecar "upload" $c.upload }}
 {{- toYaml $cfg }}
 {{- end }}

@@ -1,0 +1,54 @@
+package inject
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+func TestOriginalPreStop(t *testing.T) {
+	httpGet := func(port intstr.IntOrString) *corev1.LifecycleHandler {
+		return &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/stop", Port: port}}
+	}
+	ports := []corev1.ContainerPort{{Name: "metrics", ContainerPort: 9090}, {Name: "http", ContainerPort: 8080}}
+	exec := &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "stop"}}}
+	tests := []struct {
+		name     string
+		c        corev1.Container
+		want     *corev1.LifecycleHandler
+		warnings []string
+	}{
+		{name: "no lifecycle", c: corev1.Container{Name: "app"}},
+		{name: "postStart only", c: corev1.Container{Name: "app", Lifecycle: &corev1.Lifecycle{PostStart: exec}}},
+		{name: "exec", c: corev1.Container{Name: "app", Lifecycle: &corev1.Lifecycle{PreStop: exec}}, want: exec},
+		{name: "number", c: corev1.Container{Name: "app", Lifecycle: &corev1.Lifecycle{PreStop: httpGet(intstr.FromInt32(8080))}}, want: httpGet(intstr.FromInt32(8080))},
+		{name: "named", c: corev1.Container{Name: "app", Ports: ports, Lifecycle: &corev1.Lifecycle{PreStop: httpGet(intstr.FromString("http"))}},
+			want: httpGet(intstr.FromInt32(8080))},
+		{name: "number as a string", c: corev1.Container{Name: "app", Lifecycle: &corev1.Lifecycle{PreStop: httpGet(intstr.FromString("8081"))}},
+			want: httpGet(intstr.FromInt32(8081))},
+		{name: "unknown name", c: corev1.Container{Name: "app", Ports: ports, Lifecycle: &corev1.Lifecycle{PreStop: httpGet(intstr.FromString("admin"))}},
+			want:     httpGet(intstr.FromString("admin")),
+			warnings: []string{`dumpcatcher: container "app": its preStop httpGet port "admin" names none of the container's ports, so that hook fails (in the kubelet too); it still runs after the dump as it is: name a containerPort "admin" or give the number`}},
+		{name: "another container's port does not count", c: corev1.Container{Name: "app", Lifecycle: &corev1.Lifecycle{PreStop: httpGet(intstr.FromString("http"))}},
+			want:     httpGet(intstr.FromString("http")),
+			warnings: []string{`dumpcatcher: container "app": its preStop httpGet port "http" names none of the container's ports, so that hook fails (in the kubelet too); it still runs after the dump as it is: name a containerPort "http" or give the number`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := tt.c.DeepCopy()
+			var w warnings
+			got := originalPreStop(&tt.c, &w)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("handler (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.warnings, []string(w)); diff != "" {
+				t.Errorf("warnings (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(before, &tt.c); diff != "" {
+				t.Errorf("the container changed:\n%s", diff)
+			}
+		})
+	}
+}
