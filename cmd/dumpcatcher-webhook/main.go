@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/dumpcatcher/dumpcatcher/webhook/admission"
 	"github.com/dumpcatcher/dumpcatcher/webhook/config"
 	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
 	"github.com/dumpcatcher/dumpcatcher/webhook/manifest"
@@ -32,13 +33,34 @@ func main() {
 	}
 }
 
+const usage = `Usage: dumpcatcher-webhook [serve] [flags]
+       dumpcatcher-webhook inject -f FILE|- [flags]
+       dumpcatcher-webhook version
+
+Commands:
+  serve     the mutating admission webhook (the default: flags alone start it)
+  inject    apply the injection offline to a manifest: Pods and the pod
+            templates of Deployments, StatefulSets, DaemonSets, ReplicaSets,
+            Jobs and CronJobs
+  version   print the version
+
+Run 'dumpcatcher-webhook COMMAND --help' for the flags of a command.
+`
+
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) > 0 {
 		switch args[0] {
 		case "inject":
 			return runInject(args[1:], stdin, stdout, stderr)
-		case "version":
+		case "version", "--version":
 			fmt.Fprintln(stdout, version)
+			return nil
+		case "help", "-h", "-help", "--help":
+			fmt.Fprint(stdout, usage)
+			fmt.Fprintln(stdout, "\nFlags of serve:")
+			fs, _ := serveFlags(&serveConfig{}, getenv)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
 			return nil
 		case "serve":
 			args = args[1:]
@@ -70,19 +92,30 @@ type serveConfig struct {
 	zap        crzap.Options
 }
 
-func parseServe(args []string, stderr io.Writer, getenv func(string) string) (serveConfig, error) {
-	var sc serveConfig
-	fs := flag.NewFlagSet("dumpcatcher-webhook", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+// serveFlags binds the flags of serve to sc; the returned string is the
+// config file's name.
+func serveFlags(sc *serveConfig, getenv func(string) string) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("dumpcatcher-webhook serve", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: dumpcatcher-webhook [serve] [flags]\n\nServes the mutating admission webhook on HTTPS (path "+admission.Path+").\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
 	cfgFile := fs.String("config", "", "YAML configuration file (every key has a default; see README)")
 	fs.StringVar(&sc.opts.CertDir, "cert-dir", "/etc/dumpcatcher/tls", "directory with tls.crt and tls.key, reloaded when they change")
 	fs.StringVar(&sc.opts.Host, "host", "", "address to serve HTTPS on (empty: all)")
-	fs.IntVar(&sc.opts.Port, "port", 9443, "HTTPS port of the admission webhook (path "+"/mutate-v1-pod)")
+	fs.IntVar(&sc.opts.Port, "port", 9443, "HTTPS port of the admission webhook (path "+admission.Path+")")
 	fs.StringVar(&sc.opts.MetricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint (0 disables)")
 	fs.StringVar(&sc.opts.HealthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz (0 disables)")
 	fs.StringVar(&sc.opts.Namespace, "namespace", getenv("POD_NAMESPACE"), "the webhook's own namespace, never injected (default $POD_NAMESPACE)")
 	fs.StringVar(&sc.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, or $KUBECONFIG)")
 	sc.zap.BindFlags(fs)
+	return fs, cfgFile
+}
+
+func parseServe(args []string, stderr io.Writer, getenv func(string) string) (serveConfig, error) {
+	var sc serveConfig
+	fs, cfgFile := serveFlags(&sc, getenv)
+	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
 		return sc, err
 	}

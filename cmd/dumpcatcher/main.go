@@ -53,6 +53,8 @@ Commands:
   dump      take a heap dump of this container's JVM(s) now (the preStop hook,
             or kubectl exec POD -c CONTAINER -- /dumpcatcher/bin/dumpcatcher dump)
   version   print the version
+
+Run 'dumpcatcher COMMAND --help' for the flags of a command.
 `
 
 func run(args []string, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -75,7 +77,7 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) er
 	case "version", "--version":
 		fmt.Fprintln(stdout, version)
 		return nil
-	case "-h", "--help", "help":
+	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	}

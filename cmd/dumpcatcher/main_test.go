@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
+	"github.com/google/go-cmp/cmp"
 	"github.com/minio/minio-go/v7"
 )
 
@@ -375,5 +377,33 @@ func TestUnreadableDumpDoesNotCrash(t *testing.T) {
 	}
 	if n := strings.Count(p.logString(), "cannot read a dump"); n != 1 {
 		t.Errorf("the read error was logged %d times, want once", n)
+	}
+}
+
+// TestHelp: every way of asking for help lists the commands, on stdout.
+func TestHelp(t *testing.T) {
+	for _, arg := range []string{"--help", "-h", "-help", "help"} {
+		var out, errOut bytes.Buffer
+		if err := run([]string{arg}, &out, &errOut, os.Getenv); err != nil {
+			t.Errorf("%s: %v", arg, err)
+		}
+		if diff := cmp.Diff(usage, out.String()); diff != "" || errOut.Len() != 0 {
+			t.Errorf("%s: stdout (-want +got):\n%s\nstderr: %s", arg, diff, errOut.String())
+		}
+	}
+	for _, cmd := range []string{"upload", "dump", "version"} {
+		if !regexp.MustCompile(`(?m)^  ` + cmd + ` +\S`).MatchString(usage) {
+			t.Errorf("usage does not list %s:\n%s", cmd, usage)
+		}
+	}
+	// A command's --help is its flags, and no error.
+	for _, cmd := range []string{"upload", "dump"} {
+		var errOut bytes.Buffer
+		if err := run([]string{cmd, "--help"}, &bytes.Buffer{}, &errOut, func(string) string { return "" }); err != nil {
+			t.Errorf("%s --help: %v", cmd, err)
+		}
+		if !strings.Contains(errOut.String(), "Usage of dumpcatcher "+cmd) {
+			t.Errorf("%s --help printed:\n%s", cmd, errOut.String())
+		}
 	}
 }
