@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,11 +12,13 @@ import (
 	"os"
 	"strings"
 
+	"github.com/dumpcatcher/dumpcatcher/internal/signals"
 	"github.com/dumpcatcher/dumpcatcher/webhook/admission"
 	"github.com/dumpcatcher/dumpcatcher/webhook/config"
 	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
 	"github.com/dumpcatcher/dumpcatcher/webhook/manifest"
 	"github.com/dumpcatcher/dumpcatcher/webhook/server"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -81,7 +84,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	}
 	sc.opts.Log = log
 	sc.opts.Registry = ctrlmetrics.Registry
-	return server.Run(ctrl.SetupSignalHandler(), restCfg, sc.opts)
+	// The first SIGTERM stops the server gracefully; a second one exits at once.
+	ctx, stop := signals.Context(context.Background(), log)
+	defer stop()
+	return server.Run(ctx, restCfg, sc.opts)
 }
 
 // serveConfig is everything the server needs from flags, environment and
@@ -122,19 +128,35 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (se
 	if fs.NArg() > 0 {
 		return sc, fmt.Errorf("unexpected argument %q (subcommands: serve, inject, version)", fs.Arg(0))
 	}
+	// Every problem at once, each naming its flag.
+	var errs field.ErrorList
 	if sc.opts.Port < 1 || sc.opts.Port > 65535 {
-		return sc, fmt.Errorf("--port: %d is not a port number", sc.opts.Port)
+		errs = append(errs, field.Invalid(field.NewPath("--port"), sc.opts.Port, fmt.Sprintf("%d is not a port number", sc.opts.Port)))
 	}
 	if sc.opts.Namespace == "" {
-		return sc, fmt.Errorf("--namespace: the webhook's own namespace is unknown; set --namespace or POD_NAMESPACE")
+		errs = append(errs, field.Required(field.NewPath("--namespace"), "the webhook's own namespace is unknown; set --namespace or POD_NAMESPACE"))
 	}
 	cfg, err := loadConfig(*cfgFile)
 	if err != nil {
-		return sc, err
+		// The file's own errors name the file and the key (webhook/config).
+		errs = append(errs, field.Invalid(field.NewPath("--config"), *cfgFile, err.Error()))
+	}
+	if len(errs) > 0 {
+		return sc, flagErrors(errs)
 	}
 	sc.opts.Config = cfg
 	sc.opts.Version = version
 	return sc, nil
+}
+
+// flagErrors is one error with a line per problem: the flag, then what is
+// wrong.
+func flagErrors(errs field.ErrorList) error {
+	lines := make([]string, len(errs))
+	for i, e := range errs {
+		lines[i] = e.Field + ": " + e.Detail
+	}
+	return errors.New(strings.Join(lines, "\n"))
 }
 
 func loadConfig(file string) (config.Config, error) {

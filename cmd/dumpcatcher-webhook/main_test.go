@@ -189,3 +189,23 @@ func TestFlagsAloneServe(t *testing.T) {
 		}
 	}
 }
+
+// TestParseServeReportsEveryProblem: one error, a line per problem, each
+// naming its flag.
+func TestParseServeReportsEveryProblem(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nope.yaml")
+	_, err := parseServe([]string{"--port", "0", "--config", missing}, &bytes.Buffer{}, env(nil))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	want := []string{"--port: 0 is not a port number", "--namespace: the webhook's own namespace is unknown; set --namespace or POD_NAMESPACE", "--config: reading config"}
+	if len(lines) != len(want) {
+		t.Fatalf("error:\n%v\nwant %d lines", err, len(want))
+	}
+	for i := range want {
+		if !strings.HasPrefix(lines[i], want[i]) {
+			t.Errorf("line %d = %q, want it to start with %q", i, lines[i], want[i])
+		}
+	}
+}

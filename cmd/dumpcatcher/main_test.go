@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/app"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
 	"github.com/google/go-cmp/cmp"
 	"github.com/minio/minio-go/v7"
@@ -39,18 +40,18 @@ func TestParseUpload(t *testing.T) {
 		args    []string
 		env     map[string]string
 		wantErr string
-		check   func(t *testing.T, c uploadConfig)
+		check   func(t *testing.T, c app.Config)
 	}{
 		{name: "environment as the webhook sets it", env: with(contract.EnvDir, "/dc", contract.EnvContainers, "app, worker", contract.EnvPodName, "web-1", contract.EnvWorkload, "deployment/web"),
-			check: func(t *testing.T, c uploadConfig) {
-				if c.dir != "/dc" || c.dest.Bucket != "dumps" || c.compression != "gzip" || c.drain != 25*time.Second || c.quiet != 2*time.Minute ||
-					strings.Join(c.containers, ",") != "app,worker" || c.identity.Pod != "web-1" || c.identity.Workload != "deployment/web" {
+			check: func(t *testing.T, c app.Config) {
+				if c.Dir != "/dc" || c.Destination.Bucket != "dumps" || c.Compression != "gzip" || c.Drain != 25*time.Second || c.QuietPeriod != 2*time.Minute ||
+					strings.Join(c.Containers, ",") != "app,worker" || c.Identity.Pod != "web-1" || c.Identity.Workload != "deployment/web" {
 					t.Errorf("got %+v", c)
 				}
 			}},
 		{name: "flags beat the environment", args: []string{"--compression", "zstd", "--dir", "/x"}, env: with(contract.EnvCompression, "none"),
-			check: func(t *testing.T, c uploadConfig) {
-				if c.compression != "zstd" || c.dir != "/x" {
+			check: func(t *testing.T, c app.Config) {
+				if c.Compression != "zstd" || c.Dir != "/x" {
 					t.Errorf("got %+v", c)
 				}
 			}},
