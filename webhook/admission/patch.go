@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
+	"k8s.io/apimachinery/pkg/runtime"
 )
 
 // podPatch is the JSON patch that turns raw, the object as the API server
@@ -31,82 +32,79 @@ import (
 //   - a changed scalar or a member missing in raw (where the Go types
 //     serialise a default, such as resources: {}) is added or replaced
 //     whole, and only then does a value of ours replace one of the user's.
-func podPatch(raw []byte, before, after any) ([]jsonpatch.JsonPatchOperation, error) {
-	r, err := decodeJSON(raw)
-	if err != nil {
+func podPatch(raw []byte, before, after runtime.Object) ([]jsonpatch.JsonPatchOperation, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var r any
+	if err := dec.Decode(&r); err != nil {
 		return nil, fmt.Errorf("reading the admission request's object: %w", err)
 	}
-	b, err := roundTrip(before)
+	// The typed objects as JSON would have them (same members, omitempty
+	// and marshalers), without a JSON round trip.
+	b, err := runtime.DefaultUnstructuredConverter.ToUnstructured(before)
 	if err != nil {
 		return nil, err
 	}
-	a, err := roundTrip(after)
+	a, err := runtime.DefaultUnstructuredConverter.ToUnstructured(after)
 	if err != nil {
 		return nil, err
 	}
 	var d differ
-	d.diff("", r, b, a, true)
+	d.diff(r, b, a, true)
 	return d.ops, nil
 }
 
-func decodeJSON(b []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	return v, nil
-}
-
-func roundTrip(v any) (any, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	return decodeJSON(b)
-}
-
+// differ collects the operations; path is the JSON pointer being diffed,
+// as escaped tokens.
 type differ struct {
-	ops []jsonpatch.JsonPatchOperation
+	ops  []jsonpatch.JsonPatchOperation
+	path []string
 }
 
-func (d *differ) op(op, path string, v any) {
-	d.ops = append(d.ops, jsonpatch.JsonPatchOperation{Operation: op, Path: path, Value: v})
-}
-
-// diff adds the operations that turn raw, at path, into after; before is
-// raw as the Go types see it. inRaw says raw has a value at path (possibly
-// null): a value that changes whole replaces it, or is added.
-func (d *differ) diff(path string, raw, before, after any, inRaw bool) {
-	if reflect.DeepEqual(before, after) {
-		return
+func (d *differ) op(op string, v any) {
+	p := ""
+	if len(d.path) > 0 {
+		p = "/" + strings.Join(d.path, "/")
 	}
+	d.ops = append(d.ops, jsonpatch.JsonPatchOperation{Operation: op, Path: p, Value: v})
+}
+
+func (d *differ) push(token string) { d.path = append(d.path, token) }
+func (d *differ) pop()              { d.path = d.path[:len(d.path)-1] }
+
+// diff adds the operations that turn raw, at d.path, into after; before is
+// raw as the Go types see it. inRaw says raw has a value there (possibly
+// null): a value that changes whole replaces it, or is added.
+func (d *differ) diff(raw, before, after any, inRaw bool) {
 	switch b := before.(type) {
 	case map[string]any:
 		a, okA := after.(map[string]any)
 		r, okR := raw.(map[string]any)
 		if okA && okR {
-			d.object(path, r, b, a)
+			d.object(r, b, a)
 			return
 		}
 	case []any:
 		a, okA := after.([]any)
 		r, okR := raw.([]any)
 		if okA && okR && len(r) == len(b) {
-			d.list(path, r, b, a)
+			d.list(r, b, a)
 			return
 		}
 	}
-	if inRaw {
-		d.op("replace", path, after)
+	// raw has no object or list to patch here: only a change is written.
+	if reflect.DeepEqual(before, after) {
 		return
 	}
-	d.op("add", path, after)
+	if inRaw {
+		d.op("replace", after)
+		return
+	}
+	d.op("add", after)
 }
 
-func (d *differ) object(path string, raw, before, after map[string]any) {
-	keys := make([]string, 0, len(before)+len(after))
+func (d *differ) object(raw, before, after map[string]any) {
+	keys := make([]string, 0, len(after)+1)
 	for k := range before {
 		keys = append(keys, k)
 	}
@@ -117,18 +115,19 @@ func (d *differ) object(path string, raw, before, after map[string]any) {
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		p := path + "/" + escape(k)
 		bv, inBefore := before[k]
 		av, inAfter := after[k]
 		rv, inRaw := raw[k]
+		d.push(escape(k))
 		switch {
 		case inBefore && inAfter:
-			d.diff(p, rv, bv, av, inRaw)
+			d.diff(rv, bv, av, inRaw)
 		case inAfter:
-			d.op("add", p, av)
+			d.op("add", av)
 		case inRaw:
-			d.op("remove", p, nil)
+			d.op("remove", nil)
 		}
+		d.pop()
 	}
 }
 
@@ -136,8 +135,16 @@ func (d *differ) object(path string, raw, before, after map[string]any) {
 // elements' keys and patches in order: matched elements member by member,
 // others removed or inserted. Each operation's index is the element's
 // position once the operations before it are applied, as JSON patch wants.
-func (d *differ) list(path string, raw, before, after []any) {
+func (d *differ) list(raw, before, after []any) {
 	bk, ak := keys(before), keys(after)
+	if slices.Equal(bk, ak) {
+		for i := range before {
+			d.push(strconv.Itoa(i))
+			d.diff(raw[i], before[i], after[i], true)
+			d.pop()
+		}
+		return
+	}
 	// lcs[i][j] is the length of the common subsequence of bk[i:], ak[j:].
 	lcs := make([][]int, len(bk)+1)
 	for i := range lcs {
@@ -154,17 +161,19 @@ func (d *differ) list(path string, raw, before, after []any) {
 	}
 	i, j, pos := 0, 0, 0
 	for i < len(bk) || j < len(ak) {
+		d.push(strconv.Itoa(pos))
 		switch {
 		case i < len(bk) && j < len(ak) && bk[i] == ak[j]:
-			d.diff(path+"/"+strconv.Itoa(pos), raw[i], before[i], after[j], true)
+			d.diff(raw[i], before[i], after[j], true)
 			i, j, pos = i+1, j+1, pos+1
 		case j < len(ak) && (i == len(bk) || lcs[i][j+1] >= lcs[i+1][j]):
-			d.op("add", path+"/"+strconv.Itoa(pos), after[j])
+			d.op("add", after[j])
 			j, pos = j+1, pos+1
 		default:
-			d.op("remove", path+"/"+strconv.Itoa(pos), nil)
+			d.op("remove", nil)
 			i++
 		}
+		d.pop()
 	}
 }
 
@@ -173,13 +182,17 @@ func (d *differ) list(path string, raw, before, after []any) {
 func keys(l []any) []string {
 	out := make([]string, len(l))
 	for i, v := range l {
-		if m, ok := v.(map[string]any); ok {
-			if n, ok := m["name"].(string); ok {
+		switch v := v.(type) {
+		case string:
+			out[i] = "string\x00" + v
+			continue
+		case map[string]any:
+			if n, ok := v["name"].(string); ok {
 				out[i] = "name\x00" + n
 				continue
 			}
 		}
-		b, _ := json.Marshal(v) // decoded JSON always marshals; maps in key order
+		b, _ := json.Marshal(v) // converted JSON always marshals; maps in key order
 		out[i] = "value\x00" + string(b)
 	}
 	return out
