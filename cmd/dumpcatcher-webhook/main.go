@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,10 +12,13 @@ import (
 	"os"
 	"strings"
 
+	"github.com/dumpcatcher/dumpcatcher/internal/signals"
+	"github.com/dumpcatcher/dumpcatcher/webhook/admission"
 	"github.com/dumpcatcher/dumpcatcher/webhook/config"
 	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
 	"github.com/dumpcatcher/dumpcatcher/webhook/manifest"
 	"github.com/dumpcatcher/dumpcatcher/webhook/server"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -32,13 +36,34 @@ func main() {
 	}
 }
 
+const usage = `Usage: dumpcatcher-webhook [serve] [flags]
+       dumpcatcher-webhook inject -f FILE|- [flags]
+       dumpcatcher-webhook version
+
+Commands:
+  serve     the mutating admission webhook (the default: flags alone start it)
+  inject    apply the injection offline to a manifest: Pods and the pod
+            templates of Deployments, StatefulSets, DaemonSets, ReplicaSets,
+            Jobs and CronJobs
+  version   print the version
+
+Run 'dumpcatcher-webhook COMMAND --help' for the flags of a command.
+`
+
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) > 0 {
 		switch args[0] {
 		case "inject":
 			return runInject(args[1:], stdin, stdout, stderr)
-		case "version":
+		case "version", "--version":
 			fmt.Fprintln(stdout, version)
+			return nil
+		case "help", "-h", "-help", "--help":
+			fmt.Fprint(stdout, usage)
+			fmt.Fprintln(stdout, "\nFlags of serve:")
+			fs, _ := serveFlags(&serveConfig{}, getenv)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
 			return nil
 		case "serve":
 			args = args[1:]
@@ -59,7 +84,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	}
 	sc.opts.Log = log
 	sc.opts.Registry = ctrlmetrics.Registry
-	return server.Run(ctrl.SetupSignalHandler(), restCfg, sc.opts)
+	// The first SIGTERM stops the server gracefully; a second one exits at once.
+	ctx, stop := signals.Context(context.Background(), log)
+	defer stop()
+	return server.Run(ctx, restCfg, sc.opts)
 }
 
 // serveConfig is everything the server needs from flags, environment and
@@ -70,38 +98,65 @@ type serveConfig struct {
 	zap        crzap.Options
 }
 
-func parseServe(args []string, stderr io.Writer, getenv func(string) string) (serveConfig, error) {
-	var sc serveConfig
-	fs := flag.NewFlagSet("dumpcatcher-webhook", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+// serveFlags binds the flags of serve to sc; the returned string is the
+// config file's name.
+func serveFlags(sc *serveConfig, getenv func(string) string) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("dumpcatcher-webhook serve", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: dumpcatcher-webhook [serve] [flags]\n\nServes the mutating admission webhook on HTTPS (path "+admission.Path+").\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
 	cfgFile := fs.String("config", "", "YAML configuration file (every key has a default; see README)")
 	fs.StringVar(&sc.opts.CertDir, "cert-dir", "/etc/dumpcatcher/tls", "directory with tls.crt and tls.key, reloaded when they change")
 	fs.StringVar(&sc.opts.Host, "host", "", "address to serve HTTPS on (empty: all)")
-	fs.IntVar(&sc.opts.Port, "port", 9443, "HTTPS port of the admission webhook (path "+"/mutate-v1-pod)")
+	fs.IntVar(&sc.opts.Port, "port", 9443, "HTTPS port of the admission webhook (path "+admission.Path+")")
 	fs.StringVar(&sc.opts.MetricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint (0 disables)")
 	fs.StringVar(&sc.opts.HealthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz (0 disables)")
 	fs.StringVar(&sc.opts.Namespace, "namespace", getenv("POD_NAMESPACE"), "the webhook's own namespace, never injected (default $POD_NAMESPACE)")
 	fs.StringVar(&sc.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, or $KUBECONFIG)")
 	sc.zap.BindFlags(fs)
+	return fs, cfgFile
+}
+
+func parseServe(args []string, stderr io.Writer, getenv func(string) string) (serveConfig, error) {
+	var sc serveConfig
+	fs, cfgFile := serveFlags(&sc, getenv)
+	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
 		return sc, err
 	}
 	if fs.NArg() > 0 {
 		return sc, fmt.Errorf("unexpected argument %q (subcommands: serve, inject, version)", fs.Arg(0))
 	}
+	// Every problem at once, each naming its flag.
+	var errs field.ErrorList
 	if sc.opts.Port < 1 || sc.opts.Port > 65535 {
-		return sc, fmt.Errorf("--port: %d is not a port number", sc.opts.Port)
+		errs = append(errs, field.Invalid(field.NewPath("--port"), sc.opts.Port, fmt.Sprintf("%d is not a port number", sc.opts.Port)))
 	}
 	if sc.opts.Namespace == "" {
-		return sc, fmt.Errorf("--namespace: the webhook's own namespace is unknown; set --namespace or POD_NAMESPACE")
+		errs = append(errs, field.Required(field.NewPath("--namespace"), "the webhook's own namespace is unknown; set --namespace or POD_NAMESPACE"))
 	}
 	cfg, err := loadConfig(*cfgFile)
 	if err != nil {
-		return sc, err
+		// The file's own errors name the file and the key (webhook/config).
+		errs = append(errs, field.Invalid(field.NewPath("--config"), *cfgFile, err.Error()))
+	}
+	if len(errs) > 0 {
+		return sc, flagErrors(errs)
 	}
 	sc.opts.Config = cfg
 	sc.opts.Version = version
 	return sc, nil
+}
+
+// flagErrors is one error with a line per problem: the flag, then what is
+// wrong.
+func flagErrors(errs field.ErrorList) error {
+	lines := make([]string, len(errs))
+	for i, e := range errs {
+		lines[i] = e.Field + ": " + e.Detail
+	}
+	return errors.New(strings.Join(lines, "\n"))
 }
 
 func loadConfig(file string) (config.Config, error) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -135,5 +136,76 @@ func TestVersion(t *testing.T) {
 	var out bytes.Buffer
 	if err := run([]string{"version"}, nil, &out, &bytes.Buffer{}, env(nil)); err != nil || out.String() != version+"\n" {
 		t.Fatalf("version: %q %v", out.String(), err)
+	}
+}
+
+// TestHelp: --help lists the commands and the flags of serve, on stdout;
+// each command has its own --help.
+func TestHelp(t *testing.T) {
+	for _, arg := range []string{"--help", "-h", "-help", "help"} {
+		var out, errOut bytes.Buffer
+		if err := run([]string{arg}, nil, &out, &errOut, env(nil)); err != nil {
+			t.Errorf("%s: %v", arg, err)
+		}
+		if !strings.HasPrefix(out.String(), usage+"\nFlags of serve:\n") || errOut.Len() != 0 {
+			t.Errorf("%s: stdout:\n%s\nstderr: %s", arg, out.String(), errOut.String())
+		}
+		for _, flag := range []string{"-config", "-cert-dir", "-port", "-namespace"} {
+			if !strings.Contains(out.String(), "\n  "+flag+" ") {
+				t.Errorf("%s: no %s in:\n%s", arg, flag, out.String())
+			}
+		}
+	}
+	for _, cmd := range []string{"serve", "inject", "version"} {
+		if !regexp.MustCompile(`(?m)^  ` + cmd + ` +\S`).MatchString(usage) {
+			t.Errorf("usage does not list %s:\n%s", cmd, usage)
+		}
+	}
+	for _, tc := range []struct{ cmd, want string }{
+		{"serve", "Usage: dumpcatcher-webhook [serve] [flags]"},
+		{"inject", "Usage: dumpcatcher-webhook inject -f FILE|- [flags]"},
+	} {
+		var errOut bytes.Buffer
+		if err := run([]string{tc.cmd, "--help"}, nil, &bytes.Buffer{}, &errOut, env(nil)); err != nil {
+			t.Errorf("%s --help: %v", tc.cmd, err)
+		}
+		if !strings.HasPrefix(errOut.String(), tc.want) {
+			t.Errorf("%s --help printed:\n%s", tc.cmd, errOut.String())
+		}
+	}
+}
+
+// TestFlagsAloneServe: the chart's Deployment runs the binary with flags
+// and no command; that is serve, as `serve` with the same flags is (both
+// stop at the same invalid flag, before anything starts).
+func TestFlagsAloneServe(t *testing.T) {
+	for _, args := range [][]string{
+		{"--config=/nonexistent/config.yaml", "--cert-dir=/etc/dumpcatcher/tls", "--port=9443", "--namespace=x"},
+		{"serve", "--config=/nonexistent/config.yaml", "--cert-dir=/etc/dumpcatcher/tls", "--port=9443", "--namespace=x"},
+	} {
+		err := run(args, nil, &bytes.Buffer{}, &bytes.Buffer{}, env(nil))
+		if err == nil || !strings.Contains(err.Error(), "reading config") || !strings.Contains(err.Error(), "/nonexistent/config.yaml") {
+			t.Errorf("run(%q) = %v, want the serve command's config error", args, err)
+		}
+	}
+}
+
+// TestParseServeReportsEveryProblem: one error, a line per problem, each
+// naming its flag.
+func TestParseServeReportsEveryProblem(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nope.yaml")
+	_, err := parseServe([]string{"--port", "0", "--config", missing}, &bytes.Buffer{}, env(nil))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	want := []string{"--port: 0 is not a port number", "--namespace: the webhook's own namespace is unknown; set --namespace or POD_NAMESPACE", "--config: reading config"}
+	if len(lines) != len(want) {
+		t.Fatalf("error:\n%v\nwant %d lines", err, len(want))
+	}
+	for i := range want {
+		if !strings.HasPrefix(lines[i], want[i]) {
+			t.Errorf("line %d = %q, want it to start with %q", i, lines[i], want[i])
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,7 +17,9 @@ import (
 	"time"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/app"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
+	"github.com/google/go-cmp/cmp"
 	"github.com/minio/minio-go/v7"
 )
 
@@ -37,18 +40,18 @@ func TestParseUpload(t *testing.T) {
 		args    []string
 		env     map[string]string
 		wantErr string
-		check   func(t *testing.T, c uploadConfig)
+		check   func(t *testing.T, c app.Config)
 	}{
 		{name: "environment as the webhook sets it", env: with(contract.EnvDir, "/dc", contract.EnvContainers, "app, worker", contract.EnvPodName, "web-1", contract.EnvWorkload, "deployment/web"),
-			check: func(t *testing.T, c uploadConfig) {
-				if c.dir != "/dc" || c.dest.Bucket != "dumps" || c.compression != "gzip" || c.drain != 25*time.Second || c.quiet != 2*time.Minute ||
-					strings.Join(c.containers, ",") != "app,worker" || c.identity.Pod != "web-1" || c.identity.Workload != "deployment/web" {
+			check: func(t *testing.T, c app.Config) {
+				if c.Dir != "/dc" || c.Destination.Bucket != "dumps" || c.Compression != "gzip" || c.Drain != 25*time.Second || c.QuietPeriod != 2*time.Minute ||
+					strings.Join(c.Containers, ",") != "app,worker" || c.Identity.Pod != "web-1" || c.Identity.Workload != "deployment/web" {
 					t.Errorf("got %+v", c)
 				}
 			}},
 		{name: "flags beat the environment", args: []string{"--compression", "zstd", "--dir", "/x"}, env: with(contract.EnvCompression, "none"),
-			check: func(t *testing.T, c uploadConfig) {
-				if c.compression != "zstd" || c.dir != "/x" {
+			check: func(t *testing.T, c app.Config) {
+				if c.Compression != "zstd" || c.Dir != "/x" {
 					t.Errorf("got %+v", c)
 				}
 			}},
@@ -375,5 +378,33 @@ func TestUnreadableDumpDoesNotCrash(t *testing.T) {
 	}
 	if n := strings.Count(p.logString(), "cannot read a dump"); n != 1 {
 		t.Errorf("the read error was logged %d times, want once", n)
+	}
+}
+
+// TestHelp: every way of asking for help lists the commands, on stdout.
+func TestHelp(t *testing.T) {
+	for _, arg := range []string{"--help", "-h", "-help", "help"} {
+		var out, errOut bytes.Buffer
+		if err := run([]string{arg}, &out, &errOut, os.Getenv); err != nil {
+			t.Errorf("%s: %v", arg, err)
+		}
+		if diff := cmp.Diff(usage, out.String()); diff != "" || errOut.Len() != 0 {
+			t.Errorf("%s: stdout (-want +got):\n%s\nstderr: %s", arg, diff, errOut.String())
+		}
+	}
+	for _, cmd := range []string{"upload", "dump", "version"} {
+		if !regexp.MustCompile(`(?m)^  ` + cmd + ` +\S`).MatchString(usage) {
+			t.Errorf("usage does not list %s:\n%s", cmd, usage)
+		}
+	}
+	// A command's --help is its flags, and no error.
+	for _, cmd := range []string{"upload", "dump"} {
+		var errOut bytes.Buffer
+		if err := run([]string{cmd, "--help"}, &bytes.Buffer{}, &errOut, func(string) string { return "" }); err != nil {
+			t.Errorf("%s --help: %v", cmd, err)
+		}
+		if !strings.Contains(errOut.String(), "Usage of dumpcatcher "+cmd) {
+			t.Errorf("%s --help printed:\n%s", cmd, errOut.String())
+		}
 	}
 }

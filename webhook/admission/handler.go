@@ -13,7 +13,6 @@ import (
 
 	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
 	"github.com/go-logr/logr"
-	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -115,25 +114,10 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 	case !res.Injected:
 		return admission.Allowed(res.Reason).WithWarnings(res.Warnings...), OutcomeSkipped, res.Reason
 	}
-	patch, err := podPatch(&pod, res.Pod)
+	patch, err := podPatch(req.Object.Raw, &pod, res.Pod)
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, err), OutcomeError, err.Error()
 	}
 	resp := admission.Patched("dumpcatcher injected", patch...).WithWarnings(res.Warnings...)
 	return resp, OutcomeInjected, ""
-}
-
-// podPatch is the JSON patch from the decoded pod to the injected one. Both
-// sides go through the same Go types, so the patch never removes fields the
-// types do not know (a newer API server's): those are not in either side.
-func podPatch(orig, mutated *corev1.Pod) ([]jsonpatch.JsonPatchOperation, error) {
-	a, err := json.Marshal(orig)
-	if err != nil {
-		return nil, err
-	}
-	b, err := json.Marshal(mutated)
-	if err != nil {
-		return nil, err
-	}
-	return jsonpatch.CreatePatch(a, b)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/dumpcatcher/dumpcatcher/webhook/config"
 	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
 	"github.com/go-logr/logr"
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap/zapcore"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -265,6 +266,27 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 		sc := got.Spec.InitContainers[0]
 		if sc.RestartPolicy == nil || *sc.RestartPolicy != corev1.ContainerRestartPolicyAlways {
 			t.Errorf("sidecar is not native on a 1.34 API server: %+v", sc.RestartPolicy)
+		}
+	})
+	t.Run("native sidecar goes before the user's init containers, which are kept as they are", func(t *testing.T) {
+		withInit := func(name string) *corev1.Pod {
+			pod := testPod(name, nil)
+			pod.Spec.InitContainers = []corev1.Container{
+				{Name: "migrate", Image: "migrate:1", Command: []string{"migrate", "up"}, Env: []corev1.EnvVar{{Name: "DB", Value: "db:5432"}}},
+				{Name: "warm", Image: "warm:1"},
+			}
+			return pod
+		}
+		plain := r.create(t, "plain", withInit("init-plain"))
+		got := r.create(t, "enabled", withInit("init-injected"))
+		if !isInjected(t, got) {
+			t.Fatal("not injected")
+		}
+		if len(got.Spec.InitContainers) != 3 {
+			t.Fatalf("init containers: %d, want the sidecar and the user's two", len(got.Spec.InitContainers))
+		}
+		if diff := cmp.Diff(plain.Spec.InitContainers, got.Spec.InitContainers[1:]); diff != "" {
+			t.Errorf("the user's init containers changed (-not injected +injected):\n%s", diff)
 		}
 	})
 	t.Run("labelled namespace injects unannotated pods", func(t *testing.T) {
