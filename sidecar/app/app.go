@@ -116,6 +116,7 @@ func serveLocks(ctx context.Context, cfg Config, bucket storage.Bucket, u *uploa
 		return nil
 	}
 	s := &dumplock.Server{Locks: dumplock.Locks{Store: store}, Key: lockKey, Holder: cfg.Identity.Namespace + "/" + cfg.Identity.Pod,
+		MaxTTL: cfg.maxLockTTL(),
 		Where: func(container, file string) (string, error) {
 			return u.KeyPattern(cfg.containerOf(container, file), file)
 		}, Log: zl.Named("lock")}
@@ -202,4 +203,14 @@ func placeBinary(dst string) error {
 		return err
 	}
 	return os.Rename(tmp, dst)
+}
+
+// maxLockTTL is the longest dump lock a preStop hook of this pod may take:
+// its grace period plus dumplock.Margin, or dumplock.DefaultMaxTTL when the
+// grace period is unknown.
+func (c Config) maxLockTTL() time.Duration {
+	if c.GracePeriodSeconds > 0 {
+		return dumplock.MaxTTL(c.GracePeriodSeconds)
+	}
+	return dumplock.DefaultMaxTTL
 }

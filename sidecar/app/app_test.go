@@ -53,11 +53,12 @@ func TestFlagsConfig(t *testing.T) {
 	}{
 		{name: "defaults and a destination", env: map[string]string{contract.EnvDestination: "file:///dumps"}},
 		{name: "everything wrong", args: []string{"--dir", "rel", "--compression", "lz4", "--drain-timeout", "0s", "--quiet-period", "later",
-			"--key-template", "{pod}", "--metrics-address", "9090", "--containers", "app,../etc", "--log-level", "loud", "--ca-file", "/nonexistent/ca.pem"},
+			"--key-template", "{pod}", "--metrics-address", "9090", "--containers", "app,../etc", "--log-level", "loud", "--ca-file", "/nonexistent/ca.pem", "--grace-period", "-1"},
 			want: field.ErrorList{
 				field.Required(field.NewPath("destination"), destinationRequired),
-				field.Invalid(field.NewPath("drain-timeout"), "0s", `"0s" is not a positive duration such as 25s`),
-				field.Invalid(field.NewPath("quiet-period"), "later", `"later" is not a positive duration such as 2m`),
+				field.Invalid(field.NewPath("drain-timeout"), "0s", `"0s" is not a positive duration such as 25s or 2m`),
+				field.Invalid(field.NewPath("quiet-period"), "later", `"later" is not a positive duration such as 25s or 2m`),
+				field.Invalid(field.NewPath("grace-period"), "-1", `"-1" is not a whole number of seconds, 0 or more`),
 				field.Invalid(field.NewPath("log-level"), "loud", `unrecognized level: "loud"`),
 				field.Invalid(field.NewPath("dir"), "rel", `"rel" is not an absolute path`),
 				field.Invalid(field.NewPath("key-template"), "{pod}", `key template "{pod}": must use {file} and {time}, so that two dumps never share a key`),
@@ -67,7 +68,7 @@ func TestFlagsConfig(t *testing.T) {
 				field.Invalid(field.NewPath("containers").Index(1), "../etc", `"../etc" is not a container name`),
 			}},
 		{name: "a destination with a secret is not echoed", env: map[string]string{contract.EnvDestination: "gs://KEY:SECRET@bucket"},
-			want: field.ErrorList{field.Invalid(field.NewPath("destination"), "", `unsupported scheme "gs"; want s3://bucket/prefix or file:///path`)}},
+			want: field.ErrorList{field.Invalid(field.NewPath("destination"), "", "credentials must not be part of the URL (user:password@); put them in the credentials Secret")}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,6 +84,30 @@ func TestFlagsConfig(t *testing.T) {
 				t.Errorf("errors (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestLockTTLFromGracePeriod: the grace period the webhook injects caps the
+// dump lock of a preStop hook at grace + dumplock.Margin; unknown, at
+// dumplock.DefaultMaxTTL.
+func TestLockTTLFromGracePeriod(t *testing.T) {
+	for _, tt := range []struct {
+		env  string
+		want time.Duration
+	}{
+		{"", dumplock.DefaultMaxTTL},
+		{"0", dumplock.DefaultMaxTTL},
+		{"60", 65 * time.Second},
+		{"7200", 7205 * time.Second},
+	} {
+		env := map[string]string{contract.EnvDestination: "file:///dumps", contract.EnvGracePeriod: tt.env}
+		c, err := flags(t, nil, env).Config()
+		if err != nil {
+			t.Fatalf("%s=%q: %v", contract.EnvGracePeriod, tt.env, err)
+		}
+		if got := c.maxLockTTL(); got != tt.want {
+			t.Errorf("%s=%q: lock TTL cap %v, want %v", contract.EnvGracePeriod, tt.env, got, tt.want)
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -42,6 +43,10 @@ type Config struct {
 	// Containers are the target containers, whose dump directories are
 	// made at start.
 	Containers []string
+	// GracePeriodSeconds is the pod's termination grace period as the
+	// webhook left it (0: unknown); it caps the dump lock a preStop hook
+	// may take (dumplock.MaxTTL).
+	GracePeriodSeconds int64
 	// Identity is the pod's.
 	Identity uploader.Identity
 	// LogLevel is for the caller, which makes the logger Run is given.
@@ -97,6 +102,7 @@ const destinationRequired = "required: where dumps go, e.g. s3://heap-dumps/prod
 type Flags struct {
 	Dir, Destination, CredentialsDir, CAFile, KeyTemplate, Compression string
 	MetricsAddress, DrainTimeout, QuietPeriod, Containers, LogLevel    string
+	GracePeriod                                                        string
 	Identity                                                           uploader.Identity
 }
 
@@ -114,14 +120,15 @@ var bindings = []binding{
 	{"key-template", contract.EnvKeyTemplate, objectkey.Default, "object key template", func(f *Flags) *string { return &f.KeyTemplate }},
 	{"compression", contract.EnvCompression, uploader.CompressionGzip, "gzip, zstd or none (gzip files are sent as they are)", func(f *Flags) *string { return &f.Compression }},
 	{"metrics-address", contract.EnvMetricsAddress, "", "serve Prometheus metrics on this address, e.g. :9090 (empty: off)", func(f *Flags) *string { return &f.MetricsAddress }},
-	{"drain-timeout", contract.EnvDrainTimeout, "25s", "how long uploads go on after SIGTERM", func(f *Flags) *string { return &f.DrainTimeout }},
-	{"quiet-period", contract.EnvQuietPeriod, "2m", "how long a half-written file must stay unchanged before it is uploaded as incomplete", func(f *Flags) *string { return &f.QuietPeriod }},
+	{"drain-timeout", contract.EnvDrainTimeout, contract.DefaultDrainTimeout.String(), "how long uploads go on after SIGTERM", func(f *Flags) *string { return &f.DrainTimeout }},
+	{"quiet-period", contract.EnvQuietPeriod, contract.DefaultQuietPeriod.String(), "how long a half-written file must stay unchanged before it is uploaded as incomplete", func(f *Flags) *string { return &f.QuietPeriod }},
 	{"containers", contract.EnvContainers, "", "target containers, comma-separated (their dump directories are created at start)", func(f *Flags) *string { return &f.Containers }},
 	{"pod-namespace", contract.EnvPodNamespace, "", "the pod's namespace", func(f *Flags) *string { return &f.Identity.Namespace }},
 	{"pod-name", contract.EnvPodName, "", "the pod's name", func(f *Flags) *string { return &f.Identity.Pod }},
 	{"pod-uid", contract.EnvPodUID, "", "the pod's UID", func(f *Flags) *string { return &f.Identity.PodUID }},
 	{"node-name", contract.EnvNodeName, "", "the node's name", func(f *Flags) *string { return &f.Identity.Node }},
 	{"workload", contract.EnvWorkload, "", "the pod's workload, kind/name", func(f *Flags) *string { return &f.Identity.Workload }},
+	{"grace-period", contract.EnvGracePeriod, "", "the pod's termination grace period in seconds (set by the webhook); caps the dump lock of a preStop hook (empty: 1h)", func(f *Flags) *string { return &f.GracePeriod }},
 	{"log-level", contract.EnvLogLevel, "info", "debug, info, warn or error", func(f *Flags) *string { return &f.LogLevel }},
 }
 
@@ -151,15 +158,22 @@ func (f Flags) Config() (Config, error) {
 	} else if c.Destination, err = contract.ParseDestination(f.Destination); err != nil {
 		errs = append(errs, field.Invalid(field.NewPath("destination"), "", err.Error())) // the URL may hold a secret: never echoed
 	}
-	duration := func(name, s, example string) time.Duration {
-		d, err := time.ParseDuration(s)
-		if err != nil || d <= 0 {
-			errs = append(errs, field.Invalid(field.NewPath(name), s, fmt.Sprintf("%q is not a positive duration such as %s", s, example)))
+	duration := func(name, s string) time.Duration {
+		d, err := contract.ParsePositiveDuration(s)
+		if err != nil {
+			errs = append(errs, field.Invalid(field.NewPath(name), s, err.Error()))
 		}
 		return d
 	}
-	c.Drain = duration("drain-timeout", f.DrainTimeout, "25s")
-	c.QuietPeriod = duration("quiet-period", f.QuietPeriod, "2m")
+	c.Drain = duration("drain-timeout", f.DrainTimeout)
+	c.QuietPeriod = duration("quiet-period", f.QuietPeriod)
+	if f.GracePeriod != "" {
+		g, err := strconv.ParseInt(f.GracePeriod, 10, 64)
+		if err != nil || g < 0 {
+			errs = append(errs, field.Invalid(field.NewPath("grace-period"), f.GracePeriod, fmt.Sprintf("%q is not a whole number of seconds, 0 or more", f.GracePeriod)))
+		}
+		c.GracePeriodSeconds = g
+	}
 	for _, n := range strings.Split(f.Containers, ",") {
 		if n = strings.TrimSpace(n); n != "" {
 			c.Containers = append(c.Containers, n)
