@@ -15,8 +15,15 @@
 //     one that died before this process started watching): it is reported
 //     with Complete false, because a partial dump is still evidence.
 //
-// Names starting with "." are temporary and ignored, and so is anything that
-// is not a regular file.
+// Names starting with "." are temporary and ignored, and so are
+// directories.
+//
+// The app container that writes the files is not trusted. Files are opened
+// with sidecar/dumpfile (no link is followed, a FIFO or device never blocks)
+// and checked from that descriptor, for at most the size fstat reported.
+// Anything else than a regular file (a symbolic link, FIFO, socket or device
+// node) is reported too, with an Err wrapping dumpfile.ErrNotRegular, so
+// that the uploader refuses it with one log line; it is never read.
 package watch
 
 import (
@@ -36,6 +43,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/dumpcatcher/dumpcatcher/sidecar/dumpfile"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof"
 )
 
@@ -71,14 +79,19 @@ type Event struct {
 	Complete bool
 	// Reason says why the file is considered finished (Reason* constants).
 	Reason string
-	// Size, ModTime and Inode are the file's at the time of the report.
+	// Size, ModTime, Dev and Inode are the file's at the time of the
+	// report, from fstat of the descriptor that was checked (lstat for what
+	// is not a regular file, or could not be opened). Dev and Inode identify
+	// the file: the uploader claims only that very file.
 	Size    int64
 	ModTime time.Time
+	Dev     uint64
 	Inode   uint64
 	// Report is the structure check (meaningful when Err is nil).
 	Report hprof.Report
-	// Err says why the file could not be checked: not a heap dump (wraps
-	// hprof.ErrNotHeapDump), or unreadable. Complete is false then.
+	// Err says why the file could not be checked: not a regular file (wraps
+	// dumpfile.ErrNotRegular; the file was not opened), not a heap dump
+	// (wraps hprof.ErrNotHeapDump), or unreadable. Complete is false then.
 	Err error
 }
 
@@ -255,6 +268,32 @@ func keyOf(fi fs.FileInfo) fileKey {
 	return k
 }
 
+func keyOfInfo(i dumpfile.Info) fileKey {
+	return fileKey{ino: i.Ino, size: i.Size, mtime: i.ModTime.UnixNano()}
+}
+
+// look is one check of the file at path: it opens it with dumpfile.Open and
+// inspects the heap dump structure from that descriptor. What is not a
+// regular file is not opened (its info comes from lstat, and the inspection
+// error wraps dumpfile.ErrNotRegular), nor is a file that cannot be opened.
+// ok is false when the file is gone.
+func look(path string) (info dumpfile.Info, insp inspection, ok bool) {
+	f, info, err := dumpfile.Open(path)
+	if err != nil {
+		linfo, lerr := dumpfile.Lstat(path)
+		if lerr != nil {
+			return dumpfile.Info{}, inspection{}, false
+		}
+		return linfo, inspection{err: err}, true
+	}
+	defer f.Close()
+	rep, err := hprof.Inspect(f, info.Size)
+	if err != nil {
+		err = fmt.Errorf("%s: %w", path, err)
+	}
+	return info, inspection{rep, err}, true
+}
+
 // pending is a file seen but not finished yet.
 type pending struct {
 	container  string
@@ -404,12 +443,12 @@ func (l *loop) scanDir(container string, startup bool, seen map[string]bool) {
 		reason = ReasonStartupComplete
 	}
 	for _, e := range entries {
-		if ignored(e.Name()) || !e.Type().IsRegular() {
+		if ignored(e.Name()) || e.IsDir() {
 			continue
 		}
 		path := filepath.Join(dir, e.Name())
 		fi, err := os.Lstat(path)
-		if err != nil || !fi.Mode().IsRegular() {
+		if err != nil || fi.IsDir() {
 			continue
 		}
 		if seen != nil {
@@ -418,17 +457,20 @@ func (l *loop) scanDir(container string, startup bool, seen map[string]bool) {
 		if k, ok := l.reported[path]; ok && k == keyOf(fi) {
 			continue
 		}
-		rep, ierr := hprof.InspectFile(path)
-		if ierr == nil && rep.Complete {
-			l.report(path, container, reason, startup, &inspection{rep, ierr})
+		info, insp, ok := look(path)
+		if !ok {
+			continue
+		}
+		if insp.err == nil && insp.rep.Complete || errors.Is(insp.err, dumpfile.ErrNotRegular) {
+			l.report(path, container, reason, startup, &looked{info, insp})
 			continue
 		}
 		if _, ok := l.pending[path]; ok {
 			continue // keep its quiet period running
 		}
-		why := rep.Reason
-		if ierr != nil {
-			why = ierr.Error()
+		why := insp.rep.Reason
+		if insp.err != nil {
+			why = insp.err.Error()
 		}
 		l.w.log.Info("found an unfinished file; waiting for its writer to close it or for the quiet period",
 			zap.String("path", path), zap.Int64("size", fi.Size()), zap.String("state", why))
@@ -454,44 +496,52 @@ type inspection struct {
 	err error
 }
 
+// looked is the result of look.
+type looked struct {
+	info dumpfile.Info
+	insp inspection
+}
+
 // report calls found for path unless this version of the file was reported
 // already. pre is the result of a check already made, or nil.
-func (l *loop) report(path, container, reason string, existing bool, pre *inspection) {
+func (l *loop) report(path, container, reason string, existing bool, pre *looked) {
 	if p := l.pending[path]; p != nil {
 		existing = existing || p.existing
 		delete(l.pending, path)
 	}
-	fi, err := os.Lstat(path)
-	if err != nil || !fi.Mode().IsRegular() {
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			l.w.log.Error("cannot stat a finished file", zap.String("path", path), zap.Error(err))
+	if pre == nil {
+		info, insp, ok := look(path)
+		if !ok {
+			delete(l.reported, path)
+			return
 		}
-		delete(l.reported, path)
+		pre = &looked{info, insp}
+	}
+	if pre.info.Mode.IsDir() {
 		return
 	}
-	key := keyOf(fi)
+	key := keyOfInfo(pre.info)
 	if k, ok := l.reported[path]; ok && k == key {
 		l.w.log.Debug("already reported", zap.String("path", path), zap.String("reason", reason))
 		return
 	}
-	if pre == nil {
-		rep, err := hprof.InspectFile(path)
-		pre = &inspection{rep, err}
-	}
 	l.reported[path] = key
 	ev := Event{
 		Path: path, Container: container, Existing: existing,
-		Complete: pre.err == nil && pre.rep.Complete, Reason: reason,
-		Size: fi.Size(), ModTime: fi.ModTime(), Inode: key.ino,
-		Report: pre.rep, Err: pre.err,
+		Complete: pre.insp.err == nil && pre.insp.rep.Complete, Reason: reason,
+		Size: pre.info.Size, ModTime: pre.info.ModTime, Dev: pre.info.Dev, Inode: pre.info.Ino,
+		Report: pre.insp.rep, Err: pre.insp.err,
 	}
 	fields := []zap.Field{zap.String("path", path), zap.String("container", container), zap.String("reason", reason),
 		zap.Bool("complete", ev.Complete), zap.Bool("existing", existing), zap.Int64("size", ev.Size)}
 	switch {
-	case pre.err != nil:
-		l.w.log.Warn("finished file is not a readable heap dump", append(fields, zap.Error(pre.err))...)
+	case errors.Is(pre.insp.err, dumpfile.ErrNotRegular):
+		// The uploader refuses it with a log line of its own.
+		l.w.log.Debug("found something that is not a regular file", append(fields, zap.Error(pre.insp.err))...)
+	case pre.insp.err != nil:
+		l.w.log.Warn("finished file is not a readable heap dump", append(fields, zap.Error(pre.insp.err))...)
 	case !ev.Complete:
-		l.w.log.Warn("finished file is an incomplete heap dump", append(fields, zap.String("why", pre.rep.Reason))...)
+		l.w.log.Warn("finished file is an incomplete heap dump", append(fields, zap.String("why", pre.insp.rep.Reason))...)
 	default:
 		l.w.log.Info("heap dump finished", fields...)
 	}
@@ -519,11 +569,11 @@ func (l *loop) expire() {
 			continue
 		}
 		fi, err := os.Lstat(path)
-		if err != nil || !fi.Mode().IsRegular() {
+		if err != nil || fi.IsDir() {
 			delete(l.pending, path)
 			continue
 		}
-		if mt := fi.ModTime(); mt.After(p.lastChange) && !mt.After(now) && now.Sub(mt) < l.w.quiet {
+		if mt := fi.ModTime(); fi.Mode().IsRegular() && mt.After(p.lastChange) && !mt.After(now) && now.Sub(mt) < l.w.quiet {
 			p.lastChange = mt
 			continue
 		}

@@ -14,10 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/dumpcatcher/dumpcatcher/sidecar/dumpfile"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof/hproftest"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/watch"
@@ -560,5 +562,64 @@ func TestRunClosesItsDescriptor(t *testing.T) {
 	}
 	if after := fds(); after > before {
 		t.Fatalf("%d descriptors before, %d after", before, after)
+	}
+}
+
+// TestWhatIsNotARegularFile: links, FIFOs and sockets an app leaves in its
+// dump directory, at start-up and while watching, are reported once with an
+// error wrapping dumpfile.ErrNotRegular and never opened: a FIFO nobody
+// writes to does not block the watcher, which still stops at once.
+func TestWhatIsNotARegularFile(t *testing.T) {
+	root := t.TempDir()
+	app := mkdir(t, root, "app")
+	secret := filepath.Join(t.TempDir(), "secret")
+	writeFile(t, secret, dump())
+	if err := os.Symlink(secret, filepath.Join(app, "old-link.hprof")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(app, "old-fifo.hprof"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	rec := start(t, root, watch.Options{QuietPeriod: 300 * time.Millisecond})
+	// A link renamed over a finished dump, a FIFO, a socket.
+	path := filepath.Join(app, "java_pid1.hprof")
+	writeFile(t, path, dump())
+	rec.waitFor(t, 3)
+	if err := os.Symlink("/dev/zero", filepath.Join(app, ".swap")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(app, ".swap"), path); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(app, "new-fifo.hprof"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: filepath.Join(app, "socket.hprof")}); err != nil {
+		t.Fatal(err)
+	}
+	evs := rec.waitFor(t, 6)
+	rec.quiet(t, 6, time.Second)
+	kinds := map[string]string{}
+	for _, ev := range evs {
+		var nr *dumpfile.NotRegularError
+		switch {
+		case ev.Path == path && ev.Err == nil && ev.Complete:
+			kinds["dump"] = "regular file"
+			continue
+		case !errors.As(ev.Err, &nr) || ev.Complete || ev.Inode == 0 || ev.Dev == 0:
+			t.Errorf("event %s", describe([]watch.Event{ev}))
+			continue
+		}
+		kinds[strings.TrimSuffix(filepath.Base(ev.Path), ".hprof")] = nr.Kind
+	}
+	want := map[string]string{"dump": "regular file", "old-link": "symbolic link", "old-fifo": "FIFO",
+		"java_pid1": "symbolic link", "new-fifo": "FIFO", "socket": "socket"}
+	if diff := cmp.Diff(want, kinds); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
