@@ -225,6 +225,13 @@ func TestOddNamesDoNotWedgeUploads(t *testing.T) {
 	testOddNames(t, bucket, func() []object { return fileObjects(t, bucket, out) })
 }
 
+// TestOddNamesDoNotWedgeUploadsMinIO is TestOddNamesDoNotWedgeUploads
+// against a real S3 store.
+func TestOddNamesDoNotWedgeUploadsMinIO(t *testing.T) {
+	srv, bucket, _ := startMinIO(t)
+	testOddNames(t, bucket, func() []object { return objects(t, srv) })
+}
+
 func testOddNames(t *testing.T, bucket storage.Bucket, list func() []object) {
 	log, logs := observed(t)
 	r := startUploader(t, bucket, func(o *Options) { o.Log = log })

@@ -20,7 +20,10 @@
 //
 // The app container that writes the files is not trusted. Files are opened
 // with sidecar/dumpfile (no link is followed, a FIFO or device never blocks)
-// and checked from that descriptor, for at most the size fstat reported.
+// and checked from that descriptor, for at most the size fstat reported and
+// for at most Options.InspectBudget (a gzip "bomb" decompresses to a
+// thousand times its size; its check gives up, and it is reported with an
+// error wrapping ErrInspectBudget).
 // Anything else than a regular file (a symbolic link, FIFO, socket or device
 // node) is reported too, with an Err wrapping dumpfile.ErrNotRegular, so
 // that the uploader refuses it with one log line; it is never read.
@@ -32,6 +35,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -106,12 +110,22 @@ type Options struct {
 	// the files found at start-up were handled (for readiness probes and
 	// tests).
 	Ready func()
+	// InspectBudget bounds the time the check of one file may take; 0
+	// means a minute, or a second per 10 MB of the file when that is longer
+	// (a raw dump is checked in milliseconds, a gzip one decompresses at
+	// hundreds of MB/s).
+	InspectBudget time.Duration
 }
+
+// ErrInspectBudget is wrapped by Event.Err when checking the file took
+// longer than Options.InspectBudget; the file was not fully checked.
+var ErrInspectBudget = errors.New("checking the file took too long")
 
 // Watcher watches a dumps directory. Create it with New and start it with Run.
 type Watcher struct {
 	dir     string
 	quiet   time.Duration
+	budget  time.Duration
 	log     *zap.Logger
 	ready   func()
 	running atomic.Bool
@@ -127,7 +141,10 @@ func New(dumpsDir string, opts Options) (*Watcher, error) {
 	if opts.QuietPeriod < 0 {
 		return nil, fmt.Errorf("watch: negative quiet period %v", opts.QuietPeriod)
 	}
-	w := &Watcher{dir: filepath.Clean(dumpsDir), quiet: opts.QuietPeriod, log: opts.Logger, ready: opts.Ready}
+	if opts.InspectBudget < 0 {
+		return nil, fmt.Errorf("watch: negative inspect budget %v", opts.InspectBudget)
+	}
+	w := &Watcher{dir: filepath.Clean(dumpsDir), quiet: opts.QuietPeriod, budget: opts.InspectBudget, log: opts.Logger, ready: opts.Ready}
 	if w.quiet == 0 {
 		w.quiet = DefaultQuietPeriod
 	}
@@ -273,11 +290,11 @@ func keyOfInfo(i dumpfile.Info) fileKey {
 }
 
 // look is one check of the file at path: it opens it with dumpfile.Open and
-// inspects the heap dump structure from that descriptor. What is not a
-// regular file is not opened (its info comes from lstat, and the inspection
-// error wraps dumpfile.ErrNotRegular), nor is a file that cannot be opened.
-// ok is false when the file is gone.
-func look(path string) (info dumpfile.Info, insp inspection, ok bool) {
+// inspects the heap dump structure from that descriptor, within the
+// inspect budget. What is not a regular file is not opened (its info comes
+// from lstat, and the inspection error wraps dumpfile.ErrNotRegular), nor is
+// a file that cannot be opened. ok is false when the file is gone.
+func (w *Watcher) look(path string) (info dumpfile.Info, insp inspection, ok bool) {
 	f, info, err := dumpfile.Open(path)
 	if err != nil {
 		linfo, lerr := dumpfile.Lstat(path)
@@ -287,11 +304,29 @@ func look(path string) (info dumpfile.Info, insp inspection, ok bool) {
 		return linfo, inspection{err: err}, true
 	}
 	defer f.Close()
-	rep, err := hprof.Inspect(f, info.Size)
+	budget := w.budget
+	if budget == 0 {
+		budget = max(time.Minute, time.Duration(info.Size/10e6)*time.Second)
+	}
+	rep, err := hprof.Inspect(deadlineReaderAt{f, time.Now().Add(budget), budget}, info.Size)
 	if err != nil {
 		err = fmt.Errorf("%s: %w", path, err)
 	}
 	return info, inspection{rep, err}, true
+}
+
+// deadlineReaderAt fails reads after its deadline.
+type deadlineReaderAt struct {
+	r        io.ReaderAt
+	deadline time.Time
+	budget   time.Duration
+}
+
+func (d deadlineReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if time.Now().After(d.deadline) {
+		return 0, fmt.Errorf("%w (more than %v)", ErrInspectBudget, d.budget)
+	}
+	return d.r.ReadAt(p, off)
 }
 
 // pending is a file seen but not finished yet.
@@ -457,7 +492,7 @@ func (l *loop) scanDir(container string, startup bool, seen map[string]bool) {
 		if k, ok := l.reported[path]; ok && k == keyOf(fi) {
 			continue
 		}
-		info, insp, ok := look(path)
+		info, insp, ok := l.w.look(path)
 		if !ok {
 			continue
 		}
@@ -510,7 +545,7 @@ func (l *loop) report(path, container, reason string, existing bool, pre *looked
 		delete(l.pending, path)
 	}
 	if pre == nil {
-		info, insp, ok := look(path)
+		info, insp, ok := l.w.look(path)
 		if !ok {
 			delete(l.reported, path)
 			return

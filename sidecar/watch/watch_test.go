@@ -1,6 +1,8 @@
 package watch_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -622,4 +624,44 @@ func TestWhatIsNotARegularFile(t *testing.T) {
 	if diff := cmp.Diff(want, kinds); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
+}
+
+// gzipBomb is a gzip heap dump of about 64 MiB that decompresses to 64 GiB:
+// a valid HPROF header, then heap dump segments of zeros.
+func gzipBomb(t *testing.T) []byte {
+	t.Helper()
+	var head bytes.Buffer
+	z := gzip.NewWriter(&head)
+	z.Write(hproftest.Synthetic(1, 16)[:31]) // the header
+	z.Write([]byte{hprof.TagHeapDumpSegment, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff})
+	z.Close()
+	var zeros bytes.Buffer
+	z, _ = gzip.NewWriterLevel(&zeros, gzip.BestCompression)
+	if _, err := z.Write(make([]byte, 256<<20)); err != nil {
+		t.Fatal(err)
+	}
+	z.Close()
+	return append(head.Bytes(), bytes.Repeat(zeros.Bytes(), 256)...)
+}
+
+// TestInspectionIsBounded: a gzip "bomb" (64 MiB decompressing to 64 GiB)
+// does not hold up the watcher: its check gives up after the budget, it is
+// reported unchecked, and a dump written after it is reported promptly.
+func TestInspectionIsBounded(t *testing.T) {
+	root := t.TempDir()
+	app := mkdir(t, root, "app")
+	bomb := gzipBomb(t)
+	rec := start(t, root, watch.Options{QuietPeriod: time.Minute, InspectBudget: 200 * time.Millisecond})
+	writeFile(t, filepath.Join(app, "bomb.hprof"), bomb)
+	writeFile(t, filepath.Join(app, "java_pid1.hprof"), dump())
+	start := time.Now()
+	evs := rec.waitForWithin(t, 2, 5*time.Second)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("two events took %v", d)
+	}
+	check(t, evs[0], filepath.Join(app, "bomb.hprof"), "app", watch.ReasonCloseWrite, false, false)
+	if !errors.Is(evs[0].Err, watch.ErrInspectBudget) {
+		t.Errorf("bomb: %v, want ErrInspectBudget", evs[0].Err)
+	}
+	check(t, evs[1], filepath.Join(app, "java_pid1.hprof"), "app", watch.ReasonCloseWrite, true, false)
 }
