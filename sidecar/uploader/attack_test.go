@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -359,5 +360,66 @@ func TestSparseFileIsSetAside(t *testing.T) {
 	r.shutdown(t)
 	if n := logs.FilterMessageSnippet("setting a dump aside").Len(); n != 1 {
 		t.Errorf("%d log lines setting a dump aside after a restart, want 1", n)
+	}
+}
+
+// rejecting is a bucket that refuses the metadata of dumps named reject,
+// as a store with stricter rules than ours would.
+type rejecting struct {
+	storage.Bucket
+	reject string
+}
+
+func (r rejecting) Put(ctx context.Context, key string, rd io.Reader, opts storage.PutOptions) (storage.Info, error) {
+	if opts.Metadata["file"] == r.reject {
+		return storage.Info{}, fmt.Errorf("put %s: %w: the store says no", key, storage.ErrInvalidMetadata)
+	}
+	return r.Bucket.Put(ctx, key, rd, opts)
+}
+
+// TestRejectedDumpIsSetAsideNotAnOutage: a dump the store refuses for its
+// own metadata is set aside at once with one log line and counted; it does
+// not mark the storage down, and the next dump is delivered.
+func TestRejectedDumpIsSetAsideNotAnOutage(t *testing.T) {
+	out := t.TempDir()
+	bucket := fileBucket(t, out)
+	log, logs := observed(t)
+	m := newMetrics(t)
+	r := startUploader(t, rejecting{bucket, "java_pid1.hprof"}, func(o *Options) { o.Log = log; o.Metrics = m })
+	writeDump(t, filepath.Join(r.dumps, "app", "java_pid1.hprof"), hproftest.Synthetic(2, 100))
+	time.Sleep(100 * time.Millisecond)
+	data := hproftest.Synthetic(3, 100)
+	writeDump(t, filepath.Join(r.dumps, "app", "java_pid2.hprof"), data)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if objs := fileObjects(t, bucket, out); len(objs) == 1 && bytes.Equal(objs[0].data, data) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the second dump was not delivered within 10 s; logs: %v", messages(logs))
+		}
+	}
+	r.shutdown(t)
+	if n := logs.FilterMessageSnippet("setting a dump aside").FilterField(zap.String("why", FailRejected)).Len(); n != 1 {
+		t.Errorf("%d log lines setting the rejected dump aside, want 1; logs: %v", n, messages(logs))
+	}
+	for name, want := range map[string]float64{"rejected": 1, "storage_up": 1, "attempt failures": 0} {
+		var got float64
+		switch name {
+		case "rejected":
+			got = testutil.ToFloat64(m.dumpsFailed.WithLabelValues(FailRejected))
+		case "storage_up":
+			got = testutil.ToFloat64(m.storageUp)
+		default:
+			got = testutil.ToFloat64(m.failures)
+		}
+		if got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	if n := logs.FilterMessageSnippet("storage unavailable").Len(); n != 0 {
+		t.Errorf("the rejection was taken for an outage")
+	}
+	if failed, _ := filepath.Glob(filepath.Join(r.root, ".spool", "failed", "*.data")); len(failed) != 1 {
+		t.Errorf("failed/: %v", failed)
 	}
 }

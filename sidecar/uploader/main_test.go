@@ -39,8 +39,9 @@ func TestMain(m *testing.M) {
 // runChild is an uploader process as the sidecar runs it, configured by
 // the environment: CHILD_DIR (the shared volume), CHILD_DESTINATION and
 // CHILD_CREDENTIALS. It logs JSON to stderr and stops (draining) on
-// SIGTERM. Its bucket holds the first upload until SIGUSR1, logging "test
-// gate: holding the first upload": a worker kept busy, deterministically.
+// SIGTERM. With CHILD_GATE=1 its bucket holds the first upload until
+// SIGUSR1, logging "test gate: holding the first upload": a worker kept
+// busy, deterministically.
 func runChild() error {
 	log, err := zap.NewProduction()
 	if err != nil {
@@ -61,6 +62,9 @@ func runChild() error {
 		return err
 	}
 	gate := &gatedBucket{Bucket: b, release: make(chan struct{}), log: log}
+	if os.Getenv("CHILD_GATE") != "1" {
+		gate.open()
+	}
 	u, err := New(Options{Bucket: gate, Spool: sp, DumpsDir: filepath.Join(dir, "dumps"), Template: objectkey.MustParse(objectkey.Default),
 		Identity: identity, Compression: CompressionNone, RetryMin: 100 * time.Millisecond, RetryMax: time.Second,
 		QuietPeriod: time.Second, Drain: 3 * time.Second, Settle: 200 * time.Millisecond, Log: log})
@@ -96,7 +100,13 @@ func (g *gatedBucket) open() { g.opened.Do(func() { close(g.release) }) }
 
 func (g *gatedBucket) Put(ctx context.Context, key string, r io.Reader, opts storage.PutOptions) (storage.Info, error) {
 	hold := false
-	g.first.Do(func() { hold = true })
+	g.first.Do(func() {
+		select {
+		case <-g.release:
+		default:
+			hold = true
+		}
+	})
 	if hold {
 		g.log.Info("test gate: holding the first upload", zap.String("key", key))
 		select {

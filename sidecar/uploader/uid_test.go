@@ -78,6 +78,60 @@ func waitFor(t *testing.T, what string, within time.Duration, logs *lockedBuffer
 	}
 }
 
+// startChild runs an uploader process (runChild) as uploaderUID on the
+// shared volume dir, optionally with its first upload held.
+func startChild(t *testing.T, dir, destination, creds string, gate bool) (*exec.Cmd, *lockedBuffer, chan error) {
+	t.Helper()
+	// The test binary, where uid 2000 may run it.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(publicDir(t, 0o755, 0), "uploader.test")
+	if err := os.WriteFile(bin, exe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uploaderUID, Gid: uploaderUID}}
+	cmd.Env = append(os.Environ(), envChild+"=1", "CHILD_DIR="+dir, "CHILD_DESTINATION="+destination, "CHILD_CREDENTIALS="+creds)
+	if gate {
+		cmd.Env = append(cmd.Env, "CHILD_GATE=1")
+	}
+	logs := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	return cmd, logs, exited
+}
+
+// stopChild sends SIGTERM and waits for a clean exit.
+func stopChild(t *testing.T, cmd *exec.Cmd, logs *lockedBuffer, exited chan error) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		exited <- err
+		if err != nil {
+			t.Errorf("uploader: %v\n%s", err, logs)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the uploader did not stop within 15 s of SIGTERM:\n%s", logs)
+	}
+}
+
 // TestSymlinkSwapAsTheAppUID is issue 11's attack, deterministically: the
 // uploader runs as uid 2000 with a credentials file only it may read (0600),
 // the app as uid 1000 writes two dumps into a directory it owns (so they are
@@ -102,34 +156,8 @@ func TestSymlinkSwapAsTheAppUID(t *testing.T) {
 		t.Fatalf("the app's uid can read the credentials itself: %s", out)
 	}
 
-	// The test binary, where uid 2000 may run it.
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	exe, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(publicDir(t, 0o755, 0), "uploader.test")
-	if err := os.WriteFile(bin, exe, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	shared := publicDir(t, 0o755, uploaderUID)
-	cmd := exec.Command(bin)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uploaderUID, Gid: uploaderUID}}
-	cmd.Env = append(os.Environ(), envChild+"=1", "CHILD_DIR="+shared, "CHILD_DESTINATION="+srv.URL("cluster-a"), "CHILD_CREDENTIALS="+creds)
-	logs := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
+	cmd, logs, exited := startChild(t, shared, srv.URL("cluster-a"), creds, true)
 	has := func(s string, n int) func() bool { return func() bool { return strings.Count(logs.String(), s) >= n } }
 	waitFor(t, "watching", 20*time.Second, logs, has(`"msg":"watching for heap dumps"`, 1))
 
@@ -162,18 +190,7 @@ func TestSymlinkSwapAsTheAppUID(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "two uploads", 30*time.Second, logs, has(`"msg":"delivered"`, 2))
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		exited <- err
-		if err != nil {
-			t.Errorf("uploader: %v\n%s", err, logs)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatalf("the uploader did not stop within 15 s of SIGTERM:\n%s", logs)
-	}
+	stopChild(t, cmd, logs, exited)
 
 	c := srv.Client(t)
 	var got [][]byte
@@ -203,5 +220,52 @@ func TestSymlinkSwapAsTheAppUID(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), srv.SecretKey) {
 		t.Error("the secret appears in the uploader's log")
+	}
+}
+
+// TestUnreadableDumpIsSetAsideAndOthersGoOn: the uploader (uid 2000) may not
+// read a dump (another uid's, mode 0600). It keeps it and retries, but the
+// dumps after it are delivered meanwhile, and after maxFileErrors tries it
+// is set aside with one log line instead of being retried forever.
+func TestUnreadableDumpIsSetAsideAndOthersGoOn(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run the uploader as another uid")
+	}
+	out := publicDir(t, 0o700, uploaderUID)
+	shared := publicDir(t, 0o755, uploaderUID)
+	cmd, logs, exited := startChild(t, shared, "file://"+out, "", false)
+	has := func(s string, n int) func() bool { return func() bool { return strings.Count(logs.String(), s) >= n } }
+	waitFor(t, "watching", 20*time.Second, logs, has(`"msg":"watching for heap dumps"`, 1))
+	app := filepath.Join(shared, "dumps", "app")
+	if err := os.Mkdir(app, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(app, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	writeDump(t, filepath.Join(app, "java_pid1.hprof"), hproftest.Synthetic(2, 100)) // 0600, root's
+	waitFor(t, "the read error", 20*time.Second, logs, has("cannot read a dump", 1))
+	readable := hproftest.Synthetic(3, 100)
+	if err := os.WriteFile(filepath.Join(app, "java_pid2.hprof"), readable, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, "the readable dump delivered", 10*time.Second, logs, has(`"msg":"delivered"`, 1))
+	if strings.Contains(logs.String(), "setting a dump aside") {
+		t.Errorf("the unreadable dump was set aside before the readable one was delivered (%v after it was written)", time.Since(start))
+	}
+	waitFor(t, "the unreadable dump set aside", 30*time.Second, logs, has(`"why":"unreadable"`, 1))
+	stopChild(t, cmd, logs, exited)
+	if n := strings.Count(logs.String(), "cannot read a dump"); n != 1 {
+		t.Errorf("the read error was logged %d times, want once", n)
+	}
+	if n := strings.Count(logs.String(), "setting a dump aside"); n != 1 {
+		t.Errorf("%d lines setting a dump aside, want 1:\n%s", n, logs)
+	}
+	if failed, _ := filepath.Glob(filepath.Join(shared, ".spool", "failed", "*.data")); len(failed) != 1 {
+		t.Errorf("failed/: %v", failed)
+	}
+	if left, _ := filepath.Glob(filepath.Join(shared, ".spool", "*.json")); len(left) != 0 {
+		t.Errorf("records left in the spool: %v", left)
 	}
 }
