@@ -17,8 +17,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
+
+	"github.com/dumpcatcher/dumpcatcher/sidecar/dumpfile"
 )
 
 // Format is the encoding of a heap dump file.
@@ -108,21 +109,18 @@ type Report struct {
 	Reason string
 }
 
-// InspectFile opens path and inspects it.
+// InspectFile opens path and inspects it. The file may be an untrusted
+// app's: it is opened with dumpfile.Open (a symbolic link is not followed, a
+// FIFO or device does not block), anything but a regular file is refused with
+// an error wrapping dumpfile.ErrNotRegular, and only the size fstat reported
+// at the open is read.
 func InspectFile(path string) (Report, error) {
-	f, err := os.Open(path)
+	f, info, err := dumpfile.Open(path)
 	if err != nil {
 		return Report{}, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return Report{}, err
-	}
-	if !fi.Mode().IsRegular() {
-		return Report{}, fmt.Errorf("%s: not a regular file", path)
-	}
-	rep, err := Inspect(f, fi.Size())
+	rep, err := Inspect(f, info.Size)
 	if err != nil {
 		return rep, fmt.Errorf("%s: %w", path, err)
 	}

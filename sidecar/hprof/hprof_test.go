@@ -9,9 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/dumpcatcher/dumpcatcher/sidecar/dumpfile"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof/hproftest"
 )
@@ -318,4 +320,54 @@ func FuzzInspect(f *testing.F) {
 			t.Fatalf("incomplete without a reason: %+v", rep)
 		}
 	})
+}
+
+// TestInspectFileRefusesWhatIsNotARegularFile: the watcher inspects files an
+// untrusted app container controls. A FIFO must not block the open (nobody
+// ever writes to it), and a symbolic link must not be followed (to a file only
+// the uploader may read, or to /dev/zero).
+func TestInspectFileRefusesWhatIsNotARegularFile(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target.hprof")
+	if err := os.WriteFile(target, hproftest.Synthetic(2, 100), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo.hprof")
+	if err := syscall.Mkfifo(fifo, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.hprof")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	zero := filepath.Join(dir, "zero.hprof")
+	if err := os.Symlink("/dev/zero", zero); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{fifo, link, zero, "/dev/null"} {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			type result struct {
+				rep hprof.Report
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				rep, err := hprof.InspectFile(path)
+				done <- result{rep, err}
+			}()
+			select {
+			case r := <-done:
+				if r.err == nil || !errors.Is(r.err, dumpfile.ErrNotRegular) {
+					t.Errorf("InspectFile(%s) = %+v, %v; want an error wrapping dumpfile.ErrNotRegular", path, r.rep, r.err)
+				}
+			case <-time.After(2 * time.Second):
+				// Unblock the open so that the goroutine ends.
+				if w, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+					w.Close()
+				}
+				<-done
+				t.Fatalf("InspectFile(%s) blocked for 2 s", path)
+			}
+		})
+	}
 }

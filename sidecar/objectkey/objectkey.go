@@ -4,9 +4,12 @@
 //	{namespace}/{workload}/{pod}/{container}/{time}-{reason}-{file}
 //
 // Every value is sanitised so that no key escapes its prefix: only letters,
-// digits, '.', '_' and '-' survive (anything else becomes '_'), a value is
-// never "." or "..", and empty values become "unknown". Slashes come only
-// from the template itself.
+// digits, '.', '_' and '-' survive (anything else, any byte of a non-ASCII
+// character, a space or a control character, becomes '_'), a value is never
+// "." or "..", values longer than 200 bytes are cut (a file name keeps its
+// extension, such as ".hprof.gz"), and empty values become "unknown".
+// Slashes come only from the template itself. So any file name an app may
+// choose gives a valid key.
 package objectkey
 
 import (
@@ -157,6 +160,9 @@ func (t Template) Render(f Fields) (string, error) {
 			continue
 		}
 		v, _ := f.value(p.field)
+		if p.field == "file" {
+			v = keepExtension(v)
+		}
 		b.WriteString(Sanitize(v))
 	}
 	key := b.String()
@@ -164,6 +170,25 @@ func (t Template) Render(f Fields) (string, error) {
 		return "", fmt.Errorf("object key is %d bytes long; S3 allows 1024: shorten the key template", len(key))
 	}
 	return key, nil
+}
+
+// maxExtension bounds the extension keepExtension keeps.
+const maxExtension = 16
+
+// keepExtension cuts a file name longer than maxValue so that its
+// extension (from the first '.' of its last maxExtension bytes, such as
+// ".hprof.gz") survives the cut Sanitize makes.
+func keepExtension(v string) string {
+	if len(v) <= maxValue {
+		return v
+	}
+	tail := v[len(v)-maxExtension:]
+	i := strings.IndexByte(tail, '.')
+	if i < 0 {
+		return v
+	}
+	ext := tail[i:]
+	return v[:maxValue-len(ext)] + ext
 }
 
 func safe(r rune) bool {

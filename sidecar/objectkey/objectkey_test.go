@@ -20,6 +20,16 @@ func TestRender(t *testing.T) {
 			"__/a-..-..-b/.._.._etc/unknown/20261123T091112.345Z-oom-x_y_z_.hprof"},
 		{Default, Fields{Namespace: "ns", Workload: "pod/p", Pod: "p", Container: "c", Reason: "oom", File: "ünïcödé.hprof", Time: at},
 			"ns/pod-p/p/c/20261123T091112.345Z-oom-_n_c_d_.hprof"},
+		// Names an app may give its dumps: spaces, control characters,
+		// very long ones (the extension survives the cut).
+		{Default, Fields{Namespace: "ns", Workload: "pod/p", Pod: "p", Container: "c", Reason: "oom", File: " ünïcode name .hprof.gz", Time: at},
+			"ns/pod-p/p/c/20261123T091112.345Z-oom-__n_code_name_.hprof.gz"},
+		{Default, Fields{Namespace: "ns", Workload: "pod/p", Pod: "p", Container: "c", Reason: "oom", File: "tab\tnew\nline\x01\x7f .hprof ", Time: at},
+			"ns/pod-p/p/c/20261123T091112.345Z-oom-tab_new_line___.hprof_"},
+		{Default, Fields{Namespace: "ns", Workload: "pod/p", Pod: "p", Container: "c", Reason: "oom", File: strings.Repeat("ü", 120) + ".hprof.gz", Time: at},
+			"ns/pod-p/p/c/20261123T091112.345Z-oom-" + strings.Repeat("_", 96) + ".hprof.gz"}, // 95 ü and half of one,
+		{Default, Fields{Namespace: "ns", Workload: "pod/p", Pod: "p", Container: "c", Reason: "oom", File: strings.Repeat("x", 300), Time: at},
+			"ns/pod-p/p/c/20261123T091112.345Z-oom-" + strings.Repeat("x", 200)},
 	}
 	for _, tt := range tests {
 		got, err := MustParse(tt.tmpl).Render(tt.f)

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,6 +11,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/dumpcatcher/dumpcatcher/sidecar/dumpfile"
 )
 
 var t0 = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
@@ -45,6 +48,16 @@ func setupTicking(t *testing.T) (*Spool, string) {
 	return s, dumps
 }
 
+// identity is the device and inode of path, as the watcher reports them.
+func identity(t *testing.T, path string) dumpfile.Identity {
+	t.Helper()
+	info, err := dumpfile.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Identity
+}
+
 func write(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
@@ -56,11 +69,17 @@ func TestClaimMovesTheDumpAndRecordsIt(t *testing.T) {
 	s, dumps := setupTicking(t)
 	src := filepath.Join(dumps, "java_pid1.hprof")
 	write(t, src, "dump-1")
-	e, err := s.Claim(src, "app", true, 6)
+	id := identity(t, src)
+	e, f, err := s.Claim(src, "app", true, id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Entry{ID: e.ID, Container: "app", Source: src, File: "java_pid1.hprof", Reason: "oom", Complete: true, Size: 6, ClaimedAt: e.ClaimedAt}
+	// The open dump comes with the entry: the uploader reads from it.
+	if b, err := io.ReadAll(f); err != nil || string(b) != "dump-1" {
+		t.Errorf("claimed file reads %q, %v", b, err)
+	}
+	f.Close()
+	want := Entry{ID: e.ID, Container: "app", Source: src, File: "java_pid1.hprof", Reason: "oom", Complete: true, Size: 6, ClaimedAt: e.ClaimedAt, Identity: id}
 	if !e.ClaimedAt.After(t0) {
 		t.Errorf("ClaimedAt %v not from the spool's clock", e.ClaimedAt)
 	}
@@ -75,7 +94,7 @@ func TestClaimMovesTheDumpAndRecordsIt(t *testing.T) {
 	}
 	// The JVM can write the next dump under the same name; it gets its own entry.
 	write(t, src, "dump-2")
-	e2, err := s.Claim(src, "app", true, 6)
+	e2, _, err := s.Claim(src, "app", true, dumpfile.Identity{})
 	if err != nil || e2.ID == e.ID {
 		t.Fatalf("second claim: %+v %v", e2, err)
 	}
@@ -97,7 +116,7 @@ func TestClaimMovesTheDumpAndRecordsIt(t *testing.T) {
 
 func TestClaimVanished(t *testing.T) {
 	s, dumps := setup(t)
-	_, err := s.Claim(filepath.Join(dumps, "gone.hprof"), "app", true, 1)
+	_, _, err := s.Claim(filepath.Join(dumps, "gone.hprof"), "app", true, dumpfile.Identity{})
 	if !errors.Is(err, ErrVanished) {
 		t.Fatalf("err = %v, want ErrVanished", err)
 	}
@@ -118,7 +137,7 @@ func TestClaimAcrossFileSystemsUploadsInPlace(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	src := filepath.Join(dir, "java_pid1.hprof")
 	write(t, src, "x")
-	e, err := s.Claim(src, "app", true, 1)
+	e, _, err := s.Claim(src, "app", true, dumpfile.Identity{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +175,7 @@ func TestRecoverAfterCrashes(t *testing.T) {
 		s, dumps := setup(t)
 		src := filepath.Join(dumps, "java_pid1.hprof")
 		write(t, src, "d")
-		e, err := s.Claim(src, "app", true, 1)
+		e, _, err := s.Claim(src, "app", true, dumpfile.Identity{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -188,7 +207,7 @@ func TestRecoverAfterCrashes(t *testing.T) {
 		s, dumps := setup(t)
 		src := filepath.Join(dumps, "prestop-20261123T100000.000Z-pid1.hprof")
 		write(t, src, "d")
-		e, err := s.Claim(src, "app", true, 1)
+		e, _, err := s.Claim(src, "app", true, dumpfile.Identity{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -40,10 +40,12 @@ type Bucket interface {
 // PutOptions describe the object Put writes.
 type PutOptions struct {
 	// Metadata is stored with the object. Keys are lower-case letters,
-	// digits and hyphens; values printable ASCII; all of it at most 2 KiB
-	// (the S3 limit). The key "sha256" is reserved: Put always stores the
-	// SHA-256 of the bytes it sent there, and when the caller sets it, Put
-	// fails with a *VerifyError unless the stream hashes to that value.
+	// digits and hyphens; values printable ASCII without leading or trailing
+	// spaces (EncodeMetadataValue makes any string one); all of it at most
+	// 2 KiB (the S3 limit). Put fails with ErrInvalidMetadata otherwise.
+	// The key "sha256" is reserved: Put always stores the SHA-256 of the
+	// bytes it sent there, and when the caller sets it, Put fails with a
+	// *VerifyError unless the stream hashes to that value.
 	Metadata map[string]string
 	// ContentType defaults to application/octet-stream.
 	ContentType string

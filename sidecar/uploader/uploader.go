@@ -3,6 +3,37 @@
 // fly) to the bucket, and removes it only after the store confirmed it.
 // Storage faults keep dumps on disk and are retried with capped backoff; a
 // state change of the storage is logged once, not every retry.
+//
+// The app container that writes the dumps is not trusted, and a dump that
+// cannot be delivered for a reason of its own must not hold up the others:
+//
+//   - Links, FIFOs, sockets and devices are refused with one log line and
+//     counted (dumpcatcher_dumps_failed_total{reason="not_regular"}); they
+//     are never opened (see sidecar/dumpfile), so neither a link to the
+//     uploader's credentials or to /dev/zero nor a FIFO can be uploaded or
+//     block the uploader. A file renamed over a dump after the watcher
+//     reported it is refused too (reason "replaced"); the new file is
+//     reported on its own.
+//   - A dump is read only from the descriptor the claim opened and checked
+//     (device and inode as reported), or, after a restart, from one opened
+//     again and checked against the identity recorded at the claim; never
+//     more than the size fstat reported.
+//   - A sparse file (far less space allocated than its size: a heap dump
+//     never is) is set aside unread (reason "sparse"): its holes cost no
+//     space, so they pass the emptyDir sizeLimit, and uploading them would
+//     keep the worker busy for hours.
+//   - File names and other metadata values are percent-encoded
+//     (storage.EncodeMetadataValue) and the object key is sanitised
+//     (sidecar/objectkey), so any legal name is delivered. A dump the store
+//     still refuses for its key or metadata (reason "rejected") or that
+//     cannot be read after maxFileErrors attempts (reason "unreadable") is
+//     set aside as well.
+//
+// Set aside means moved with its record into <spool>/failed/ (left where it
+// is when it is uploaded in place), logged once at error level and counted
+// in dumpcatcher_dumps_failed_total{reason}; it is never retried, also not
+// after a restart. Only errors of the store count as an outage, which is
+// retried with backoff for as long as it lasts.
 package uploader
 
 import (
@@ -21,6 +52,7 @@ import (
 	"time"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/dumpfile"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/objectkey"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/spool"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
@@ -65,13 +97,31 @@ type Uploader struct {
 	o Options
 
 	mu        sync.Mutex
-	queue     []spool.Entry
+	queue     []item
 	inFlight  map[string]spool.Entry
+	files     map[string]*os.File    // open dumps by entry ID (see maxHeldFiles)
 	unclaimed map[string]watch.Event // claims that failed, retried by the workers
 	wake      chan struct{}
 	lastWork  time.Time
 	down      bool // storage state, for logging state changes once
 }
+
+// item is a queued dump; it is not tried again before notBefore.
+type item struct {
+	e         spool.Entry
+	notBefore time.Time
+}
+
+// maxHeldFiles bounds the dumps kept open from their claim to their upload.
+// Beyond it (thousands of files in a dump directory), a claimed dump is
+// closed and opened again for its upload by spool.OpenData, which accepts
+// only the device and inode recorded at the claim.
+const maxHeldFiles = 64
+
+// maxFileErrors is how many attempts may fail reading a dump (permission
+// denied, I/O error, file shrinking) before it is set aside. With the
+// default backoff (1 s doubling to 1 min) that is about 4 minutes.
+const maxFileErrors = 10
 
 // New checks the options and fills in defaults.
 func New(o Options) (*Uploader, error) {
@@ -96,7 +146,8 @@ func New(o Options) (*Uploader, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Uploader{o: o, inFlight: map[string]spool.Entry{}, unclaimed: map[string]watch.Event{}, wake: make(chan struct{}, 1)}, nil
+	return &Uploader{o: o, inFlight: map[string]spool.Entry{}, files: map[string]*os.File{}, unclaimed: map[string]watch.Event{},
+		wake: make(chan struct{}, 1)}, nil
 }
 
 // Run uploads until stop is closed (SIGTERM), then drains for up to Drain
@@ -143,6 +194,12 @@ func (u *Uploader) Run(stop <-chan struct{}) error {
 	cancelWork()
 	wg.Wait()
 	u.reportUndelivered()
+	u.mu.Lock()
+	for id, f := range u.files {
+		f.Close()
+		delete(u.files, id)
+	}
+	u.mu.Unlock()
 	return runErr
 }
 
@@ -178,8 +235,8 @@ func (u *Uploader) reportUndelivered() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	var left []string
-	for _, e := range u.queue {
-		left = append(left, u.o.Spool.DataPath(e))
+	for _, it := range u.queue {
+		left = append(left, u.o.Spool.DataPath(it.e))
 	}
 	for _, e := range u.inFlight {
 		left = append(left, u.o.Spool.DataPath(e))
@@ -201,17 +258,37 @@ func (u *Uploader) found(ev watch.Event) {
 
 // claim moves a reported dump into the spool and queues it. A claim that
 // fails (disk full for the record, say) is kept and retried by the workers:
-// the watcher reports a file only once.
+// the watcher reports a file only once. What is not a regular file, or not
+// the file reported, is refused with one log line.
 func (u *Uploader) claim(ev watch.Event, first bool) {
-	e, err := u.o.Spool.Claim(ev.Path, ev.Container, ev.Complete, ev.Size)
+	e, f, err := u.o.Spool.Claim(ev.Path, ev.Container, ev.Complete, dumpfile.Identity{Dev: ev.Dev, Ino: ev.Inode})
+	retry := err != nil && !errors.Is(err, spool.ErrVanished) && !errors.Is(err, dumpfile.ErrNotRegular) && !errors.Is(err, spool.ErrReplaced)
 	u.mu.Lock()
 	delete(u.unclaimed, ev.Path)
-	if err != nil && !errors.Is(err, spool.ErrVanished) {
+	if retry {
 		u.unclaimed[ev.Path] = ev
+	}
+	if f != nil {
+		if len(u.files) < maxHeldFiles {
+			u.files[e.ID] = f
+		} else {
+			f.Close()
+		}
 	}
 	u.lastWork = u.o.Now()
 	u.mu.Unlock()
+	var notRegular *dumpfile.NotRegularError
 	switch {
+	case errors.As(err, &notRegular):
+		u.o.Metrics.dumpFailed(FailNotRegular)
+		u.o.Log.Warn("refusing a file in the dump directory: not a regular file (a "+notRegular.Kind+"); it is not read and left where it is",
+			zap.String("path", ev.Path), zap.String("container", ev.Container), zap.String("kind", notRegular.Kind))
+		return
+	case errors.Is(err, spool.ErrReplaced):
+		u.o.Metrics.dumpFailed(FailReplaced)
+		u.o.Log.Warn("refusing a dump that was replaced by another file after it was reported; the new file is reported on its own",
+			zap.String("path", ev.Path), zap.String("container", ev.Container), zap.Error(err))
+		return
 	case errors.Is(err, spool.ErrVanished):
 		u.o.Log.Warn("a dump vanished before it could be claimed", zap.String("path", ev.Path))
 		return
@@ -230,7 +307,7 @@ func (u *Uploader) claim(ev watch.Event, first bool) {
 
 func (u *Uploader) enqueue(e spool.Entry) {
 	u.mu.Lock()
-	u.queue = append(u.queue, e)
+	u.queue = append(u.queue, item{e: e})
 	u.lastWork = u.o.Now()
 	u.mu.Unlock()
 	u.o.Metrics.setQueued(u.queued())
@@ -246,23 +323,35 @@ func (u *Uploader) queued() int {
 	return len(u.queue) + len(u.inFlight)
 }
 
-func (u *Uploader) next() (spool.Entry, bool) {
+// next takes the first queued dump that is due. When none is, it says how
+// long to wait (at most a second).
+func (u *Uploader) next() (spool.Entry, time.Duration, bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if len(u.queue) == 0 {
-		return spool.Entry{}, false
+	now := u.o.Now()
+	wait := time.Second
+	for i, it := range u.queue {
+		if d := it.notBefore.Sub(now); d > 0 {
+			wait = min(wait, d)
+			continue
+		}
+		u.queue = append(u.queue[:i:i], u.queue[i+1:]...)
+		u.inFlight[it.e.ID] = it.e
+		return it.e, 0, true
 	}
-	e := u.queue[0]
-	u.queue = u.queue[1:]
-	u.inFlight[e.ID] = e
-	return e, true
+	return spool.Entry{}, wait, false
 }
 
-func (u *Uploader) finish(e spool.Entry, requeue bool) {
+// finish ends a delivery attempt: a dump to try again goes to the back of
+// the queue, due at notBefore; any other is done with, and its file closed.
+func (u *Uploader) finish(e spool.Entry, requeue bool, notBefore time.Time) {
 	u.mu.Lock()
 	delete(u.inFlight, e.ID)
 	if requeue {
-		u.queue = append(u.queue, e)
+		u.queue = append(u.queue, item{e: e, notBefore: notBefore})
+	} else if f := u.files[e.ID]; f != nil {
+		f.Close()
+		delete(u.files, e.ID)
 	}
 	u.lastWork = u.o.Now()
 	u.mu.Unlock()
@@ -285,7 +374,7 @@ func (u *Uploader) retryClaims() {
 
 func (u *Uploader) worker(ctx context.Context) {
 	for {
-		e, ok := u.next()
+		e, wait, ok := u.next()
 		if !ok {
 			u.retryClaims()
 			select {
@@ -293,54 +382,96 @@ func (u *Uploader) worker(ctx context.Context) {
 				return
 			case <-u.wake:
 				continue
-			case <-time.After(time.Second):
+			case <-time.After(wait):
 				continue
 			}
 		}
-		requeue := u.deliverWithRetry(ctx, e)
-		u.finish(e, requeue)
+		requeue, notBefore := u.deliverWithRetry(ctx, &e)
+		u.finish(e, requeue, notBefore)
 		if ctx.Err() != nil {
 			return
 		}
 	}
 }
 
-// deliverWithRetry tries one dump until it is delivered, dropped or the
-// context ends; it reports whether the dump is still to deliver.
-func (u *Uploader) deliverWithRetry(ctx context.Context, e spool.Entry) bool {
+// deliverWithRetry tries one dump until it is delivered, set aside, or the
+// context ends; a storage outage is retried here with backoff (every dump
+// would fail alike). A dump that could not be read goes back to the queue
+// (requeue, due at notBefore), so that the others go on meanwhile.
+func (u *Uploader) deliverWithRetry(ctx context.Context, e *spool.Entry) (requeue bool, notBefore time.Time) {
 	backoff := u.o.RetryMin
-	fileErrLogged := false
 	for {
-		err := u.deliver(ctx, &e)
+		err := u.deliver(ctx, e)
 		if err == nil {
 			u.storageUp()
-			return false
+			return false, time.Time{}
 		}
 		if ctx.Err() != nil {
-			return true
+			return true, time.Time{}
 		}
-		if errors.Is(err, fs.ErrNotExist) {
+		var gone *goneError
+		if errors.As(err, &gone) {
 			u.o.Log.Error("a claimed dump disappeared from the spool; nothing left to upload", zap.String("file", e.File), zap.Error(err))
-			_ = u.o.Spool.Done(e)
-			return false
+			_ = u.o.Spool.Done(*e)
+			return false, time.Time{}
+		}
+		if reason, ok := dumpFault(err); ok {
+			u.setAside(*e, reason, err)
+			return false, time.Time{}
 		}
 		var fileErr *fileError
 		if errors.As(err, &fileErr) {
-			if !fileErrLogged {
-				u.o.Log.Error("cannot read a dump; it stays in the spool and is retried", zap.String("file", e.File), zap.Error(err))
-				fileErrLogged = true
+			u.o.Metrics.failed()
+			e.FileErrors++
+			if e.FileErrors >= maxFileErrors {
+				u.setAside(*e, FailUnreadable, err)
+				return false, time.Time{}
 			}
-		} else {
-			u.storageDown(err)
+			_ = u.o.Spool.Save(*e) // the count survives a restart
+			if e.FileErrors == 1 {
+				u.o.Log.Error("cannot read a dump; it stays in the spool and is retried", zap.String("file", e.File),
+					zap.Int("tries", maxFileErrors), zap.Error(err))
+			}
+			return true, u.o.Now().Add(min(u.o.RetryMin<<min(e.FileErrors-1, 20), u.o.RetryMax))
 		}
+		u.storageDown(err)
 		u.o.Metrics.failed()
 		select {
 		case <-ctx.Done():
-			return true
+			return true, time.Time{}
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, u.o.RetryMax)
 	}
+}
+
+// setAside moves a dump that cannot be delivered for a reason of its own
+// out of the way (spool.SetAside), once and for all.
+func (u *Uploader) setAside(e spool.Entry, reason string, err error) {
+	u.o.Metrics.dumpFailed(reason)
+	where, serr := u.o.Spool.SetAside(e, reason)
+	fields := []zap.Field{zap.String("file", e.File), zap.String("container", e.Container), zap.String("why", reason),
+		zap.Int64("size", e.Size), zap.Error(err)}
+	if serr != nil {
+		u.o.Log.Error("a dump cannot be delivered, and could not be set aside either; it is tried again after a restart",
+			append(fields, zap.NamedError("setAside", serr))...)
+		return
+	}
+	u.o.Log.Error("setting a dump aside: it cannot be delivered and is not retried, also not after a restart",
+		append(fields, zap.String("keptAt", where))...)
+}
+
+// dumpFault says whether err is the dump's own fault, which no retry can
+// fix, and why.
+func dumpFault(err error) (string, bool) {
+	var de *dumpError
+	switch {
+	case errors.As(err, &de):
+		return de.reason, true
+	case errors.Is(err, storage.ErrInvalidKey) || errors.Is(err, storage.ErrInvalidMetadata):
+		return FailRejected, true
+	}
+	return "", false
 }
 
 func (u *Uploader) storageDown(err error) {
@@ -365,36 +496,80 @@ func (u *Uploader) storageUp() {
 	}
 }
 
-// fileError is a problem with the local file, not with storage.
+// fileError is a problem reading the local file, not with storage: retried
+// (maxFileErrors times).
 type fileError struct{ err error }
 
 func (e *fileError) Error() string { return e.err.Error() }
 func (e *fileError) Unwrap() error { return e.err }
+
+// dumpError is the dump's own fault: it is set aside, never retried.
+type dumpError struct {
+	reason string // a Fail* constant
+	err    error
+}
+
+func (e *dumpError) Error() string { return e.err.Error() }
+func (e *dumpError) Unwrap() error { return e.err }
+
+// goneError: the claimed dump is no longer there.
+type goneError struct{ err error }
+
+func (e *goneError) Error() string { return e.err.Error() }
+func (e *goneError) Unwrap() error { return e.err }
+
+// open returns the dump's open file: the one its claim opened, or one opened
+// again (after a restart) by spool.OpenData, which checks that it is the
+// file claimed. The Uploader keeps it until finish.
+func (u *Uploader) open(e spool.Entry) (*os.File, dumpfile.Info, error) {
+	u.mu.Lock()
+	f := u.files[e.ID]
+	u.mu.Unlock()
+	if f != nil {
+		info, err := dumpfile.Stat(f)
+		if err != nil {
+			return nil, dumpfile.Info{}, &fileError{err}
+		}
+		return f, info, nil
+	}
+	f, info, err := u.o.Spool.OpenData(e)
+	switch {
+	case err == nil:
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, dumpfile.Info{}, &goneError{err}
+	case errors.Is(err, dumpfile.ErrNotRegular):
+		return nil, dumpfile.Info{}, &dumpError{FailNotRegular, err}
+	case errors.Is(err, spool.ErrReplaced):
+		return nil, dumpfile.Info{}, &dumpError{FailReplaced, err}
+	case errors.Is(err, fs.ErrPermission):
+		return nil, dumpfile.Info{}, &fileError{fmt.Errorf("%w: the JVM writes dumps with mode 0600, so the uploader must run as the JVM's uid (set securityContext.runAsUser on the pod)", err)}
+	default:
+		return nil, dumpfile.Info{}, &fileError{err}
+	}
+	u.mu.Lock()
+	u.files[e.ID] = f
+	u.mu.Unlock()
+	return f, info, nil
+}
 
 // deliver uploads one dump once: a single pass over the file, compressed on
 // the fly, verified by the store, then removed from the spool.
 func (u *Uploader) deliver(ctx context.Context, e *spool.Entry) error {
 	start := u.o.Now()
 	path := u.o.Spool.DataPath(*e)
-	f, err := os.Open(path)
+	f, fi, err := u.open(*e)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		if errors.Is(err, fs.ErrPermission) {
-			err = fmt.Errorf("%w: the JVM writes dumps with mode 0600, so the uploader must run as the JVM's uid (set securityContext.runAsUser on the pod)", err)
-		}
-		return &fileError{err}
+		return err
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return &fileError{err}
+	if dumpfile.Sparse(fi) {
+		return &dumpError{FailSparse, fmt.Errorf("%s: %d bytes allocated for %d bytes: a sparse file, which a heap dump never is", path, fi.Allocated, fi.Size)}
 	}
+	// Only the size fstat reported is read, even if the file grows.
+	size := fi.Size
 	head := make([]byte, 2)
-	n, _ := io.ReadFull(f, head)
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return &fileError{err}
+	n, err := f.ReadAt(head, 0)
+	if err != nil && err != io.EOF {
+		return &fileError{fmt.Errorf("reading %s: %w", path, err)}
 	}
 	enc, err := chooseEncoding(u.o.Compression, head[:n], e.File)
 	if err != nil {
@@ -407,7 +582,7 @@ func (u *Uploader) deliver(ctx context.Context, e *spool.Entry) error {
 			Container: e.Container, Node: u.o.Identity.Node, Reason: e.Reason, File: contract.ShortName(e.File) + enc.suffix, Time: e.ClaimedAt,
 		})
 		if err != nil {
-			return err
+			return &dumpError{FailRejected, err}
 		}
 		if key, err = u.uniqueKey(ctx, key, e.ID); err != nil {
 			return err
@@ -431,13 +606,14 @@ func (u *Uploader) deliver(ctx context.Context, e *spool.Entry) error {
 		"reason":        e.Reason,
 		"file":          e.File,
 		"complete":      strconv.FormatBool(e.Complete),
-		"original-size": strconv.FormatInt(fi.Size(), 10),
+		"original-size": strconv.FormatInt(size, 10),
 		"encoding":      enc.name,
 	}
 	for k, v := range meta {
 		if v == "" {
-			meta[k] = "unknown"
+			v = "unknown"
 		}
+		meta[k] = metaValue(v, maxMetaValue[k])
 	}
 	contentEncoding := enc.name
 	if contentEncoding == "identity" {
@@ -449,7 +625,7 @@ func (u *Uploader) deliver(ctx context.Context, e *spool.Entry) error {
 	if enc.wrap == nil {
 		// Sent as it is: Put reads the file itself and its SHA-256 is the
 		// original's (measured: a quarter less CPU than through a pipe).
-		info, err = u.o.Bucket.Put(ctx, e.Key, fileReader{f, path}, putOpts)
+		info, err = u.o.Bucket.Put(ctx, e.Key, &fileReader{io.NewSectionReader(f, 0, size), size, path}, putOpts)
 		if err != nil {
 			return err
 		}
@@ -462,7 +638,7 @@ func (u *Uploader) deliver(ctx context.Context, e *spool.Entry) error {
 			var err error
 			var zw io.WriteCloser
 			if zw, err = enc.wrap(pw); err == nil {
-				_, err = io.Copy(zw, fileReader{io.TeeReader(f, orig), path})
+				_, err = io.Copy(zw, &fileReader{io.TeeReader(io.NewSectionReader(f, 0, size), orig), size, path})
 				if cerr := zw.Close(); err == nil {
 					err = cerr
 				}
@@ -487,28 +663,60 @@ func (u *Uploader) deliver(ctx context.Context, e *spool.Entry) error {
 		u.o.Log.Error("delivered, but could not remove the local copy", zap.String("path", path), zap.Error(err))
 	}
 	took := u.o.Now().Sub(start)
-	u.o.Metrics.delivered(fi.Size(), info.Size)
+	u.o.Metrics.delivered(size, info.Size)
 	u.o.Log.Info("delivered",
 		zap.String("url", u.o.Bucket.URL(e.Key)), zap.String("container", e.Container), zap.String("reason", e.Reason),
-		zap.Int64("originalSize", fi.Size()), zap.Int64("storedSize", info.Size), zap.String("encoding", enc.name),
+		zap.Int64("originalSize", size), zap.Int64("storedSize", info.Size), zap.String("encoding", enc.name),
 		zap.String("originalSha256", origSum), zap.String("verified", info.Verified),
 		zap.Int("attempts", e.Attempts), zap.Duration("took", took))
 	return nil
 }
 
-// fileReader marks read errors of the local dump as such, so that they are
-// not taken for a storage outage.
+// fileReader reads the left bytes of the local dump (a section of the
+// size fstat reported at the start of the attempt). It marks read errors
+// as such, so that they are not taken for a storage outage, and so is a
+// file that ends early (it shrank while it was read).
 type fileReader struct {
 	r    io.Reader
+	left int64
 	path string
 }
 
-func (f fileReader) Read(p []byte) (int, error) {
+func (f *fileReader) Read(p []byte) (int, error) {
 	n, err := f.r.Read(p)
-	if err != nil && err != io.EOF {
+	f.left -= int64(n)
+	switch {
+	case err == io.EOF && f.left > 0:
+		err = &fileError{fmt.Errorf("reading %s: the file shrank by %d bytes while it was uploaded", f.path, f.left)}
+	case err != nil && err != io.EOF:
 		err = &fileError{fmt.Errorf("reading %s: %w", f.path, err)}
 	}
 	return n, err
+}
+
+// maxMetaValue bounds the encoded metadata values the app chooses: the file
+// name (up to 255 bytes, up to three times as long encoded) and the
+// container directory, so that all metadata stays within the 2 KiB of S3
+// whatever the app names its files. Other values are not bounded.
+var maxMetaValue = map[string]int{"file": 512, "container": 128}
+
+// metaValue percent-encodes v as a metadata value
+// (storage.EncodeMetadataValue: ordinary names are unchanged, anything else
+// decodes with any URL library). When max > 0 and the encoding is longer, it
+// is cut to max bytes, never inside a %XX, and ends in "...".
+func metaValue(v string, max int) string {
+	enc := storage.EncodeMetadataValue(v)
+	if max <= 0 || len(enc) <= max {
+		return enc
+	}
+	cut := max - len("...")
+	switch {
+	case enc[cut-1] == '%':
+		cut--
+	case enc[cut-2] == '%':
+		cut -= 2
+	}
+	return enc[:cut] + "..."
 }
 
 // errUploadEnded stops the copier when Put returned before reading it all.

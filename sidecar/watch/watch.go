@@ -15,8 +15,18 @@
 //     one that died before this process started watching): it is reported
 //     with Complete false, because a partial dump is still evidence.
 //
-// Names starting with "." are temporary and ignored, and so is anything that
-// is not a regular file.
+// Names starting with "." are temporary and ignored, and so are
+// directories.
+//
+// The app container that writes the files is not trusted. Files are opened
+// with sidecar/dumpfile (no link is followed, a FIFO or device never blocks)
+// and checked from that descriptor, for at most the size fstat reported and
+// for at most Options.InspectBudget (a gzip "bomb" decompresses to a
+// thousand times its size; its check gives up, and it is reported with an
+// error wrapping ErrInspectBudget).
+// Anything else than a regular file (a symbolic link, FIFO, socket or device
+// node) is reported too, with an Err wrapping dumpfile.ErrNotRegular, so
+// that the uploader refuses it with one log line; it is never read.
 package watch
 
 import (
@@ -25,6 +35,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -36,6 +47,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/dumpcatcher/dumpcatcher/sidecar/dumpfile"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof"
 )
 
@@ -71,14 +83,19 @@ type Event struct {
 	Complete bool
 	// Reason says why the file is considered finished (Reason* constants).
 	Reason string
-	// Size, ModTime and Inode are the file's at the time of the report.
+	// Size, ModTime, Dev and Inode are the file's at the time of the
+	// report, from fstat of the descriptor that was checked (lstat for what
+	// is not a regular file, or could not be opened). Dev and Inode identify
+	// the file: the uploader claims only that very file.
 	Size    int64
 	ModTime time.Time
+	Dev     uint64
 	Inode   uint64
 	// Report is the structure check (meaningful when Err is nil).
 	Report hprof.Report
-	// Err says why the file could not be checked: not a heap dump (wraps
-	// hprof.ErrNotHeapDump), or unreadable. Complete is false then.
+	// Err says why the file could not be checked: not a regular file (wraps
+	// dumpfile.ErrNotRegular; the file was not opened), not a heap dump
+	// (wraps hprof.ErrNotHeapDump), or unreadable. Complete is false then.
 	Err error
 }
 
@@ -93,12 +110,22 @@ type Options struct {
 	// the files found at start-up were handled (for readiness probes and
 	// tests).
 	Ready func()
+	// InspectBudget bounds the time the check of one file may take; 0
+	// means a minute, or a second per 10 MB of the file when that is longer
+	// (a raw dump is checked in milliseconds, a gzip one decompresses at
+	// hundreds of MB/s).
+	InspectBudget time.Duration
 }
+
+// ErrInspectBudget is wrapped by Event.Err when checking the file took
+// longer than Options.InspectBudget; the file was not fully checked.
+var ErrInspectBudget = errors.New("checking the file took too long")
 
 // Watcher watches a dumps directory. Create it with New and start it with Run.
 type Watcher struct {
 	dir     string
 	quiet   time.Duration
+	budget  time.Duration
 	log     *zap.Logger
 	ready   func()
 	running atomic.Bool
@@ -114,7 +141,10 @@ func New(dumpsDir string, opts Options) (*Watcher, error) {
 	if opts.QuietPeriod < 0 {
 		return nil, fmt.Errorf("watch: negative quiet period %v", opts.QuietPeriod)
 	}
-	w := &Watcher{dir: filepath.Clean(dumpsDir), quiet: opts.QuietPeriod, log: opts.Logger, ready: opts.Ready}
+	if opts.InspectBudget < 0 {
+		return nil, fmt.Errorf("watch: negative inspect budget %v", opts.InspectBudget)
+	}
+	w := &Watcher{dir: filepath.Clean(dumpsDir), quiet: opts.QuietPeriod, budget: opts.InspectBudget, log: opts.Logger, ready: opts.Ready}
 	if w.quiet == 0 {
 		w.quiet = DefaultQuietPeriod
 	}
@@ -253,6 +283,50 @@ func keyOf(fi fs.FileInfo) fileKey {
 		k.ino = st.Ino
 	}
 	return k
+}
+
+func keyOfInfo(i dumpfile.Info) fileKey {
+	return fileKey{ino: i.Ino, size: i.Size, mtime: i.ModTime.UnixNano()}
+}
+
+// look is one check of the file at path: it opens it with dumpfile.Open and
+// inspects the heap dump structure from that descriptor, within the
+// inspect budget. What is not a regular file is not opened (its info comes
+// from lstat, and the inspection error wraps dumpfile.ErrNotRegular), nor is
+// a file that cannot be opened. ok is false when the file is gone.
+func (w *Watcher) look(path string) (info dumpfile.Info, insp inspection, ok bool) {
+	f, info, err := dumpfile.Open(path)
+	if err != nil {
+		linfo, lerr := dumpfile.Lstat(path)
+		if lerr != nil {
+			return dumpfile.Info{}, inspection{}, false
+		}
+		return linfo, inspection{err: err}, true
+	}
+	defer f.Close()
+	budget := w.budget
+	if budget == 0 {
+		budget = max(time.Minute, time.Duration(info.Size/10e6)*time.Second)
+	}
+	rep, err := hprof.Inspect(deadlineReaderAt{f, time.Now().Add(budget), budget}, info.Size)
+	if err != nil {
+		err = fmt.Errorf("%s: %w", path, err)
+	}
+	return info, inspection{rep, err}, true
+}
+
+// deadlineReaderAt fails reads after its deadline.
+type deadlineReaderAt struct {
+	r        io.ReaderAt
+	deadline time.Time
+	budget   time.Duration
+}
+
+func (d deadlineReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if time.Now().After(d.deadline) {
+		return 0, fmt.Errorf("%w (more than %v)", ErrInspectBudget, d.budget)
+	}
+	return d.r.ReadAt(p, off)
 }
 
 // pending is a file seen but not finished yet.
@@ -404,12 +478,12 @@ func (l *loop) scanDir(container string, startup bool, seen map[string]bool) {
 		reason = ReasonStartupComplete
 	}
 	for _, e := range entries {
-		if ignored(e.Name()) || !e.Type().IsRegular() {
+		if ignored(e.Name()) || e.IsDir() {
 			continue
 		}
 		path := filepath.Join(dir, e.Name())
 		fi, err := os.Lstat(path)
-		if err != nil || !fi.Mode().IsRegular() {
+		if err != nil || fi.IsDir() {
 			continue
 		}
 		if seen != nil {
@@ -418,17 +492,20 @@ func (l *loop) scanDir(container string, startup bool, seen map[string]bool) {
 		if k, ok := l.reported[path]; ok && k == keyOf(fi) {
 			continue
 		}
-		rep, ierr := hprof.InspectFile(path)
-		if ierr == nil && rep.Complete {
-			l.report(path, container, reason, startup, &inspection{rep, ierr})
+		info, insp, ok := l.w.look(path)
+		if !ok {
+			continue
+		}
+		if insp.err == nil && insp.rep.Complete || errors.Is(insp.err, dumpfile.ErrNotRegular) {
+			l.report(path, container, reason, startup, &looked{info, insp})
 			continue
 		}
 		if _, ok := l.pending[path]; ok {
 			continue // keep its quiet period running
 		}
-		why := rep.Reason
-		if ierr != nil {
-			why = ierr.Error()
+		why := insp.rep.Reason
+		if insp.err != nil {
+			why = insp.err.Error()
 		}
 		l.w.log.Info("found an unfinished file; waiting for its writer to close it or for the quiet period",
 			zap.String("path", path), zap.Int64("size", fi.Size()), zap.String("state", why))
@@ -454,44 +531,52 @@ type inspection struct {
 	err error
 }
 
+// looked is the result of look.
+type looked struct {
+	info dumpfile.Info
+	insp inspection
+}
+
 // report calls found for path unless this version of the file was reported
 // already. pre is the result of a check already made, or nil.
-func (l *loop) report(path, container, reason string, existing bool, pre *inspection) {
+func (l *loop) report(path, container, reason string, existing bool, pre *looked) {
 	if p := l.pending[path]; p != nil {
 		existing = existing || p.existing
 		delete(l.pending, path)
 	}
-	fi, err := os.Lstat(path)
-	if err != nil || !fi.Mode().IsRegular() {
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			l.w.log.Error("cannot stat a finished file", zap.String("path", path), zap.Error(err))
+	if pre == nil {
+		info, insp, ok := l.w.look(path)
+		if !ok {
+			delete(l.reported, path)
+			return
 		}
-		delete(l.reported, path)
+		pre = &looked{info, insp}
+	}
+	if pre.info.Mode.IsDir() {
 		return
 	}
-	key := keyOf(fi)
+	key := keyOfInfo(pre.info)
 	if k, ok := l.reported[path]; ok && k == key {
 		l.w.log.Debug("already reported", zap.String("path", path), zap.String("reason", reason))
 		return
 	}
-	if pre == nil {
-		rep, err := hprof.InspectFile(path)
-		pre = &inspection{rep, err}
-	}
 	l.reported[path] = key
 	ev := Event{
 		Path: path, Container: container, Existing: existing,
-		Complete: pre.err == nil && pre.rep.Complete, Reason: reason,
-		Size: fi.Size(), ModTime: fi.ModTime(), Inode: key.ino,
-		Report: pre.rep, Err: pre.err,
+		Complete: pre.insp.err == nil && pre.insp.rep.Complete, Reason: reason,
+		Size: pre.info.Size, ModTime: pre.info.ModTime, Dev: pre.info.Dev, Inode: pre.info.Ino,
+		Report: pre.insp.rep, Err: pre.insp.err,
 	}
 	fields := []zap.Field{zap.String("path", path), zap.String("container", container), zap.String("reason", reason),
 		zap.Bool("complete", ev.Complete), zap.Bool("existing", existing), zap.Int64("size", ev.Size)}
 	switch {
-	case pre.err != nil:
-		l.w.log.Warn("finished file is not a readable heap dump", append(fields, zap.Error(pre.err))...)
+	case errors.Is(pre.insp.err, dumpfile.ErrNotRegular):
+		// The uploader refuses it with a log line of its own.
+		l.w.log.Debug("found something that is not a regular file", append(fields, zap.Error(pre.insp.err))...)
+	case pre.insp.err != nil:
+		l.w.log.Warn("finished file is not a readable heap dump", append(fields, zap.Error(pre.insp.err))...)
 	case !ev.Complete:
-		l.w.log.Warn("finished file is an incomplete heap dump", append(fields, zap.String("why", pre.rep.Reason))...)
+		l.w.log.Warn("finished file is an incomplete heap dump", append(fields, zap.String("why", pre.insp.rep.Reason))...)
 	default:
 		l.w.log.Info("heap dump finished", fields...)
 	}
@@ -519,11 +604,11 @@ func (l *loop) expire() {
 			continue
 		}
 		fi, err := os.Lstat(path)
-		if err != nil || !fi.Mode().IsRegular() {
+		if err != nil || fi.IsDir() {
 			delete(l.pending, path)
 			continue
 		}
-		if mt := fi.ModTime(); mt.After(p.lastChange) && !mt.After(now) && now.Sub(mt) < l.w.quiet {
+		if mt := fi.ModTime(); fi.Mode().IsRegular() && mt.After(p.lastChange) && !mt.After(now) && now.Sub(mt) < l.w.quiet {
 			p.lastChange = mt
 			continue
 		}

@@ -1,6 +1,8 @@
 package watch_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -14,10 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/dumpcatcher/dumpcatcher/sidecar/dumpfile"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof/hproftest"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/watch"
@@ -561,4 +565,104 @@ func TestRunClosesItsDescriptor(t *testing.T) {
 	if after := fds(); after > before {
 		t.Fatalf("%d descriptors before, %d after", before, after)
 	}
+}
+
+// TestWhatIsNotARegularFile: links, FIFOs and sockets an app leaves in its
+// dump directory, at start-up and while watching, are reported once with an
+// error wrapping dumpfile.ErrNotRegular and never opened: a FIFO nobody
+// writes to does not block the watcher, which still stops at once.
+func TestWhatIsNotARegularFile(t *testing.T) {
+	root := t.TempDir()
+	app := mkdir(t, root, "app")
+	secret := filepath.Join(t.TempDir(), "secret")
+	writeFile(t, secret, dump())
+	if err := os.Symlink(secret, filepath.Join(app, "old-link.hprof")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(app, "old-fifo.hprof"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	rec := start(t, root, watch.Options{QuietPeriod: 300 * time.Millisecond})
+	// A link renamed over a finished dump, a FIFO, a socket.
+	path := filepath.Join(app, "java_pid1.hprof")
+	writeFile(t, path, dump())
+	rec.waitFor(t, 3)
+	if err := os.Symlink("/dev/zero", filepath.Join(app, ".swap")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(app, ".swap"), path); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(app, "new-fifo.hprof"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: filepath.Join(app, "socket.hprof")}); err != nil {
+		t.Fatal(err)
+	}
+	evs := rec.waitFor(t, 6)
+	rec.quiet(t, 6, time.Second)
+	kinds := map[string]string{}
+	for _, ev := range evs {
+		var nr *dumpfile.NotRegularError
+		switch {
+		case ev.Path == path && ev.Err == nil && ev.Complete:
+			kinds["dump"] = "regular file"
+			continue
+		case !errors.As(ev.Err, &nr) || ev.Complete || ev.Inode == 0 || ev.Dev == 0:
+			t.Errorf("event %s", describe([]watch.Event{ev}))
+			continue
+		}
+		kinds[strings.TrimSuffix(filepath.Base(ev.Path), ".hprof")] = nr.Kind
+	}
+	want := map[string]string{"dump": "regular file", "old-link": "symbolic link", "old-fifo": "FIFO",
+		"java_pid1": "symbolic link", "new-fifo": "FIFO", "socket": "socket"}
+	if diff := cmp.Diff(want, kinds); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// gzipBomb is a gzip heap dump of about 64 MiB that decompresses to 64 GiB:
+// a valid HPROF header, then heap dump segments of zeros.
+func gzipBomb(t *testing.T) []byte {
+	t.Helper()
+	var head bytes.Buffer
+	z := gzip.NewWriter(&head)
+	z.Write(hproftest.Synthetic(1, 16)[:31]) // the header
+	z.Write([]byte{hprof.TagHeapDumpSegment, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff})
+	z.Close()
+	var zeros bytes.Buffer
+	z, _ = gzip.NewWriterLevel(&zeros, gzip.BestCompression)
+	if _, err := z.Write(make([]byte, 16<<20)); err != nil {
+		t.Fatal(err)
+	}
+	z.Close()
+	return append(head.Bytes(), bytes.Repeat(zeros.Bytes(), 4096)...)
+}
+
+// TestInspectionIsBounded: a gzip "bomb" (64 MiB decompressing to 64 GiB)
+// does not hold up the watcher: its check gives up after the budget, it is
+// reported unchecked, and a dump written after it is reported promptly.
+func TestInspectionIsBounded(t *testing.T) {
+	root := t.TempDir()
+	app := mkdir(t, root, "app")
+	bomb := gzipBomb(t)
+	rec := start(t, root, watch.Options{QuietPeriod: time.Minute, InspectBudget: 200 * time.Millisecond})
+	writeFile(t, filepath.Join(app, "bomb.hprof"), bomb)
+	writeFile(t, filepath.Join(app, "java_pid1.hprof"), dump())
+	start := time.Now()
+	// Checking all of it takes about 10 s here.
+	evs := rec.waitForWithin(t, 2, 8*time.Second)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("two events took %v", d)
+	}
+	check(t, evs[0], filepath.Join(app, "bomb.hprof"), "app", watch.ReasonCloseWrite, false, false)
+	if !errors.Is(evs[0].Err, watch.ErrInspectBudget) {
+		t.Errorf("bomb: %v, want ErrInspectBudget", evs[0].Err)
+	}
+	check(t, evs[1], filepath.Join(app, "java_pid1.hprof"), "app", watch.ReasonCloseWrite, true, false)
 }
