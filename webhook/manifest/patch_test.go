@@ -2,6 +2,9 @@ package manifest
 
 import (
 	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -310,5 +313,144 @@ func TestEnvNameWithEquals(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "- name: A=B\n") {
 		t.Errorf("env A=B lost:\n%s", out.String())
+	}
+}
+
+// TestEveryInjectGoldenInput runs each pod of webhook/inject's golden inputs
+// (native and classic sidecar) through the offline injection with a
+// made-up field on the pod spec and on every container, init container,
+// env entry, volume mount and volume of the user's: the output is exactly
+// the pod inject.Inject returns plus the made-up fields, each still on the
+// object it was put on and none on anything of ours; a pod that is not
+// injected is written back byte for byte, and a denial is an error here too.
+func TestEveryInjectGoldenInput(t *testing.T) {
+	files, err := filepath.Glob("../inject/testdata/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	injected := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, ".golden.yaml") {
+			continue
+		}
+		for _, native := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/native=%v", filepath.Base(f), native), func(t *testing.T) {
+				data, err := os.ReadFile(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var c struct {
+					Namespace       string            `json:"namespace"`
+					NamespaceLabels map[string]string `json:"namespaceLabels"`
+					Pod             map[string]any    `json:"pod"`
+				}
+				if err := yaml.Unmarshal(data, &c); err != nil {
+					t.Fatal(err)
+				}
+				c.Pod["apiVersion"], c.Pod["kind"] = "v1", "Pod"
+				walkUser(c.Pod, func(where string, m map[string]any) { m["x-future"] = where })
+				marks := futureMarks(c.Pod)
+				in, err := yaml.Marshal(c.Pod)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var pod corev1.Pod
+				if err := yaml.Unmarshal(in, &pod); err != nil {
+					t.Fatal(err)
+				}
+				ns := pod.Namespace
+				if ns == "" {
+					ns = c.Namespace
+				}
+				if ns == "" {
+					ns = DefaultNamespace
+				}
+				opts := testOptions(t)
+				opts.NativeSidecar = native
+				res, typedErr := inject.Inject(inject.Input{Pod: &pod, Namespace: ns, NamespaceLabels: c.NamespaceLabels}, opts)
+				var out bytes.Buffer
+				_, err = Inject(bytes.NewReader(in), &out, Params{Namespace: c.Namespace, NamespaceLabels: c.NamespaceLabels}, opts)
+				switch {
+				case typedErr != nil:
+					if err == nil || !strings.HasSuffix(err.Error(), typedErr.Error()) {
+						t.Errorf("error %v, want one ending in %v", err, typedErr)
+					}
+					return
+				case err != nil:
+					t.Fatal(err)
+				case !res.Injected:
+					if out.String() != string(in) {
+						t.Errorf("not injected but changed:\n%s", out.String())
+					}
+					return
+				}
+				injected++
+				var got corev1.Pod
+				if err := yaml.Unmarshal(out.Bytes(), &got); err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(res.Pod, &got); diff != "" {
+					t.Errorf("output differs from the injected pod (-want +got):\n%s", diff)
+				}
+				var gotRaw map[string]any
+				if err := yaml.Unmarshal(out.Bytes(), &gotRaw); err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(marks, futureMarks(gotRaw)); diff != "" {
+					t.Errorf("made-up fields moved (-before +after):\n%s", diff)
+				}
+			})
+		}
+	}
+	if injected < 40 {
+		t.Errorf("only %d injected cases; the golden inputs moved?", injected)
+	}
+}
+
+// futureMarks lists where the made-up members are and what they say.
+func futureMarks(pod map[string]any) []string {
+	var marks []string
+	walkUser(pod, func(where string, m map[string]any) {
+		if v, ok := m["x-future"]; ok {
+			marks = append(marks, fmt.Sprintf("%s: %v", where, v))
+		}
+	})
+	return marks
+}
+
+// walkUser calls f with the pod's spec and every container, init container,
+// env entry, volume mount and volume, each with where it is.
+func walkUser(pod map[string]any, f func(where string, m map[string]any)) {
+	spec, _ := pod["spec"].(map[string]any)
+	if spec == nil {
+		return
+	}
+	f("spec", spec)
+	list := func(m map[string]any, key string) []map[string]any {
+		var out []map[string]any
+		l, _ := m[key].([]any)
+		for _, e := range l {
+			if o, ok := e.(map[string]any); ok {
+				out = append(out, o)
+			}
+		}
+		return out
+	}
+	for _, key := range []string{"initContainers", "containers"} {
+		for _, c := range list(spec, key) {
+			where := fmt.Sprintf("%s/%v", key, c["name"])
+			f(where, c)
+			seen := map[any]int{} // entries of the same name: the n-th
+			for _, e := range list(c, "env") {
+				f(fmt.Sprintf("%s/env/%v#%d", where, e["name"], seen[e["name"]]), e)
+				seen[e["name"]]++
+			}
+			for _, m := range list(c, "volumeMounts") {
+				f(fmt.Sprintf("%s/volumeMounts/%v", where, m["mountPath"]), m)
+			}
+		}
+	}
+	for _, v := range list(spec, "volumes") {
+		f(fmt.Sprintf("volumes/%v", v["name"]), v)
 	}
 }
