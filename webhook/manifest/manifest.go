@@ -392,12 +392,11 @@ func mergeTyped(orig map[string]any, before, after any) error {
 	if err != nil {
 		return err
 	}
-	if err := tagDuplicateEnv(orig); err != nil {
-		return err
+	for _, m := range []map[string]any{orig, a, b} {
+		if err := tagDuplicateEnv(m); err != nil {
+			return err
+		}
 	}
-	// a and b come from valid typed objects and were checked through orig.
-	_ = tagDuplicateEnv(a)
-	_ = tagDuplicateEnv(b)
 	patch, err := strategicpatch.CreateTwoWayMergeMapPatch(a, b, before)
 	if err != nil {
 		return fmt.Errorf("computing the injection's patch: %w", err)
