@@ -18,6 +18,7 @@ import (
 	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
 	"github.com/dumpcatcher/dumpcatcher/webhook/manifest"
 	"github.com/dumpcatcher/dumpcatcher/webhook/server"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -206,9 +207,9 @@ func runInject(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if mode != config.NativeAlways && mode != config.NativeNever && mode != config.NativeAuto {
 		return fmt.Errorf("--native-sidecar: %q is not one of always, never", *native)
 	}
-	labels, err := parseLabels(*nsLabels)
+	nsLabelSet, err := parseLabels(*nsLabels)
 	if err != nil {
-		return fmt.Errorf("--namespace-labels: %w", err)
+		return err
 	}
 	in := stdin
 	if *file != "-" {
@@ -220,24 +221,22 @@ func runInject(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		in = f
 	}
 	opts := inject.Options{Config: cfg, NativeSidecar: mode != config.NativeNever, OwnNamespace: *own, Version: version}
-	warnings, err := manifest.Inject(in, stdout, manifest.Params{Namespace: *ns, NamespaceLabels: labels}, opts)
+	warnings, err := manifest.Inject(in, stdout, manifest.Params{Namespace: *ns, NamespaceLabels: nsLabelSet}, opts)
 	for _, w := range warnings {
 		fmt.Fprintln(stderr, "Warning:", w)
 	}
 	return err
 }
 
+// parseLabels reads --namespace-labels: key=value pairs separated by
+// commas, each a valid label (k8s.io/apimachinery's labels).
 func parseLabels(s string) (map[string]string, error) {
-	labels := map[string]string{}
 	if strings.TrimSpace(s) == "" {
-		return labels, nil
+		return map[string]string{}, nil
 	}
-	for _, kv := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("%q is not key=value", kv)
-		}
-		labels[k] = v
+	set, err := labels.ConvertSelectorToLabelsMap(s, field.WithPath(field.NewPath("labels")))
+	if err != nil {
+		return nil, fmt.Errorf("--namespace-labels: %q is not key=value[,key=value...] of valid labels, e.g. dumpcatcher.io/inject=enabled,team=a: %v", s, err)
 	}
-	return labels, nil
+	return set, nil
 }

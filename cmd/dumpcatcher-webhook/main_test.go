@@ -123,7 +123,7 @@ func TestRunInject(t *testing.T) {
 		{[]string{"inject"}, "-f FILE (or - for standard input) is required"},
 		{[]string{"inject", "-f", filepath.Join(dir, "missing.yaml")}, "no such file"},
 		{[]string{"inject", "-f", "-", "--native-sidecar", "maybe"}, `--native-sidecar: "maybe" is not one of always, never`},
-		{[]string{"inject", "-f", "-", "--namespace-labels", "novalue"}, `--namespace-labels: "novalue" is not key=value`},
+		{[]string{"inject", "-f", "-", "--namespace-labels", "novalue"}, `--namespace-labels: "novalue" is not key=value[,key=value...] of valid labels, e.g. dumpcatcher.io/inject=enabled,team=a: invalid selector: [novalue]`},
 	} {
 		err := run(tc.args, strings.NewReader(deployment), &bytes.Buffer{}, &bytes.Buffer{}, env(nil))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -206,6 +206,42 @@ func TestParseServeReportsEveryProblem(t *testing.T) {
 	for i := range want {
 		if !strings.HasPrefix(lines[i], want[i]) {
 			t.Errorf("line %d = %q, want it to start with %q", i, lines[i], want[i])
+		}
+	}
+}
+
+// TestParseLabels: --namespace-labels is key=value pairs of valid labels
+// (k8s.io/apimachinery's labels); an error names the flag and shows the form.
+func TestParseLabels(t *testing.T) {
+	const form = `is not key=value[,key=value...] of valid labels, e.g. dumpcatcher.io/inject=enabled,team=a: `
+	for _, tc := range []struct {
+		in      string
+		want    map[string]string
+		wantErr string
+	}{
+		{in: "", want: map[string]string{}},
+		{in: "  ", want: map[string]string{}},
+		{in: "dumpcatcher.io/inject=enabled", want: map[string]string{"dumpcatcher.io/inject": "enabled"}},
+		{in: " a = b , team=x,empty=", want: map[string]string{"a": "b", "team": "x", "empty": ""}},
+		{in: "novalue", wantErr: `--namespace-labels: "novalue" ` + form + `invalid selector: [novalue]`},
+		{in: "a=b,", wantErr: `--namespace-labels: "a=b," ` + form + `invalid selector: []`},
+		{in: "a=b=c", wantErr: `--namespace-labels: "a=b=c" ` + form + `invalid selector: [a b c]`},
+		{in: "bad key=x", wantErr: `--namespace-labels: "bad key=x" ` + form + `labels: Invalid value: "bad key": name part must consist of`},
+		{in: "a=not valid", wantErr: `--namespace-labels: "a=not valid" ` + form + `labels[a]: Invalid value: "not valid": a valid label must be`},
+	} {
+		got, err := parseLabels(tc.in)
+		if tc.wantErr != "" {
+			if err == nil || !strings.HasPrefix(err.Error(), tc.wantErr) {
+				t.Errorf("parseLabels(%q) = %v, %v; want error starting %q", tc.in, got, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("parseLabels(%q): %v", tc.in, err)
+			continue
+		}
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("parseLabels(%q) (-want +got):\n%s", tc.in, diff)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -141,13 +142,11 @@ func TestNativeSidecarPatchKeepsUserContainers(t *testing.T) {
 
 func envIndex(t *testing.T, c corev1.Container, name string) int {
 	t.Helper()
-	for i, e := range c.Env {
-		if e.Name == name {
-			return i
-		}
+	i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == name })
+	if i < 0 {
+		t.Fatalf("container %s has no env %s", c.Name, name)
 	}
-	t.Fatalf("container %s has no env %s", c.Name, name)
-	return -1
+	return i
 }
 
 func opsString(ops []jsonpatch.JsonPatchOperation) string {

@@ -12,6 +12,7 @@ import (
 	"github.com/dumpcatcher/dumpcatcher/webhook/config"
 	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
 	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.* from the current output")
@@ -57,11 +58,11 @@ func caseParams(t testing.TB, input []byte) (Params, inject.Options) {
 		case "namespace":
 			p.Namespace = value
 		case "labels":
-			p.NamespaceLabels = map[string]string{}
-			for _, kv := range strings.Split(value, ",") {
-				k, v, _ := strings.Cut(kv, "=")
-				p.NamespaceLabels[k] = v
+			set, err := labels.ConvertSelectorToLabelsMap(value)
+			if err != nil {
+				t.Fatalf("# labels: %v", err)
 			}
+			p.NamespaceLabels = set
 		case "nativeSidecar":
 			opts.NativeSidecar = value == "true"
 		}

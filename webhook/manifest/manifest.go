@@ -18,7 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"reflect"
+	"maps"
 	"strconv"
 	"strings"
 
@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	"sigs.k8s.io/yaml"
 )
 
@@ -371,8 +372,17 @@ func (inj *injector) inject(in inject.Input, id string) (inject.Result, error) {
 	return res, nil
 }
 
-// mergeTyped changes orig, the unstructured form of before, the way before
-// changed into after.
+// mergeTyped changes orig, the unstructured form of before (a Pod or a
+// PodTemplateSpec), the way before changed into after: it applies to orig
+// the two-way strategic merge patch from before to after
+// (k8s.io/apimachinery's strategicpatch, with the patch strategies and merge
+// keys of before's type, so containers, env, volumes... are matched by name,
+// mountPath... and keep the order after gives them through
+// $setElementOrder; what the injection removed is null in the patch).
+// before and after are typed round trips: orig may hold more (fields
+// unknown to k8s.io/api) or spell a value differently; what the injection
+// did not change is not in the patch and stays as orig has it. orig is
+// changed in place.
 func mergeTyped(orig map[string]any, before, after any) error {
 	a, err := runtime.DefaultUnstructuredConverter.ToUnstructured(before)
 	if err != nil {
@@ -382,99 +392,91 @@ func mergeTyped(orig map[string]any, before, after any) error {
 	if err != nil {
 		return err
 	}
-	merge(orig, a, b)
+	for _, m := range []map[string]any{orig, a, b} {
+		if err := tagDuplicateEnv(m); err != nil {
+			return err
+		}
+	}
+	patch, err := strategicpatch.CreateTwoWayMergeMapPatch(a, b, before)
+	if err != nil {
+		return fmt.Errorf("computing the injection's patch: %w", err)
+	}
+	merged, err := strategicpatch.StrategicMergeMapPatch(orig, patch, before)
+	if err != nil {
+		return fmt.Errorf("applying the injection's patch: %w", err)
+	}
+	untagDuplicateEnv(merged)
+	// merged may be orig itself, changed in place, or a new map.
+	maps.DeleteFunc(orig, func(k string, _ any) bool {
+		_, keep := merged[k]
+		return !keep
+	})
+	maps.Copy(orig, merged)
 	return nil
 }
 
-// merge returns orig changed the way a changed into b. a and b are typed
-// round trips, so orig may hold more than a (fields unknown to k8s.io/api)
-// or spell a value differently; where a and b agree, orig is kept as it is.
-// Maps are changed in place.
-func merge(orig, a, b any) any {
-	if reflect.DeepEqual(a, b) {
-		return orig
+// dupTag joins an environment variable's name and the number of earlier
+// entries of the same name in its container while the patch is made and
+// applied. Strategic merge patch matches env entries by name and cannot
+// tell entries of the same name apart (it drops or mixes them up:
+// kubernetes/kubernetes#58477), but Kubernetes allows them, users write
+// them, and the injection writes them on purpose: an empty definition of
+// DUMPCATCHER_ORIGINAL_JAVA_TOOL_OPTIONS before the optional reference that
+// may replace it. "=" is in no valid environment variable name.
+const dupTag = "=#"
+
+// envEntries calls f with every env entry of every container of the pod
+// (template) obj, and the container's list and name ("containers/web").
+func envEntries(obj map[string]any, f func(container string, e map[string]any) error) error {
+	spec, _ := obj["spec"].(map[string]any)
+	for _, list := range []string{"initContainers", "containers", "ephemeralContainers"} {
+		cs, _ := spec[list].([]any)
+		for _, c := range cs {
+			cm, _ := c.(map[string]any)
+			container, _ := cm["name"].(string)
+			env, _ := cm["env"].([]any)
+			for _, e := range env {
+				if em, ok := e.(map[string]any); ok {
+					if err := f(list+"/"+container, em); err != nil {
+						return err
+					}
+				}
+			}
+		}
 	}
-	switch bt := b.(type) {
-	case map[string]any:
-		at, _ := a.(map[string]any)
-		om, ok := orig.(map[string]any)
+	return nil
+}
+
+// tagDuplicateEnv makes the names of each container's env entries unique:
+// the n-th entry (n > 0) of a name becomes name=#n.
+func tagDuplicateEnv(obj map[string]any) error {
+	seen := map[string]int{}
+	return envEntries(obj, func(container string, e map[string]any) error {
+		name, ok := e["name"].(string)
 		if !ok {
-			if orig != nil {
-				return b
-			}
-			om = map[string]any{}
+			return nil
 		}
-		for k, bv := range bt {
-			av, inA := at[k]
-			if inA && reflect.DeepEqual(av, bv) {
-				continue
-			}
-			om[k] = merge(om[k], av, bv)
+		if strings.Contains(name, dupTag) { // would not come back unchanged
+			_, c, _ := strings.Cut(container, "/")
+			return fmt.Errorf("container %q: env name %q contains \"=\", which no environment variable name may (Kubernetes rejects it): rename the variable", c, name)
 		}
-		for k := range at {
-			if _, inB := bt[k]; !inB {
-				delete(om, k)
-			}
+		key := container + "\x00" + name
+		if n := seen[key]; n > 0 {
+			e["name"] = name + dupTag + strconv.Itoa(n)
 		}
-		return om
-	case []any:
-		at, _ := a.([]any)
-		ol, ok := orig.([]any)
-		if !ok || len(ol) != len(at) {
-			return b
-		}
-		return mergeList(ol, at, bt)
-	}
-	return b
+		seen[key]++
+		return nil
+	})
 }
 
-// mergeList aligns a and b (a longest common subsequence of elements that
-// are the same entry: equal, or maps with the same "name"), merges the
-// aligned elements into orig's, drops orig's elements that have no
-// counterpart in b and adds b's that have none in a.
-func mergeList(orig, a, b []any) []any {
-	n, m := len(a), len(b)
-	lcs := make([][]int, n+1)
-	for i := range lcs {
-		lcs[i] = make([]int, m+1)
-	}
-	for i := n - 1; i >= 0; i-- {
-		for j := m - 1; j >= 0; j-- {
-			if sameEntry(a[i], b[j]) {
-				lcs[i][j] = lcs[i+1][j+1] + 1
-			} else {
-				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
-			}
+// untagDuplicateEnv undoes tagDuplicateEnv.
+func untagDuplicateEnv(obj map[string]any) {
+	_ = envEntries(obj, func(_ string, e map[string]any) error {
+		if name, ok := e["name"].(string); ok {
+			e["name"], _, _ = strings.Cut(name, dupTag)
 		}
-	}
-	out := make([]any, 0, m)
-	i, j := 0, 0
-	for i < n && j < m {
-		switch {
-		case sameEntry(a[i], b[j]) && lcs[i][j] == lcs[i+1][j+1]+1:
-			out = append(out, merge(orig[i], a[i], b[j]))
-			i, j = i+1, j+1
-		case lcs[i+1][j] >= lcs[i][j+1]:
-			i++
-		default:
-			out = append(out, b[j])
-			j++
-		}
-	}
-	return append(out, b[j:]...)
-}
-
-func sameEntry(x, y any) bool {
-	xm, okx := x.(map[string]any)
-	ym, oky := y.(map[string]any)
-	if okx && oky {
-		xn, okx := xm["name"].(string)
-		yn, oky := ym["name"].(string)
-		if okx && oky {
-			return xn == yn
-		}
-	}
-	return reflect.DeepEqual(x, y)
+		return nil
+	})
 }
 
 // dropNullCreationTimestamp removes "creationTimestamp: null", the noise of
