@@ -107,7 +107,7 @@ func serveFlags(sc *serveConfig, getenv func(string) string) (*flag.FlagSet, *st
 		fmt.Fprint(fs.Output(), "Usage: dumpcatcher-webhook [serve] [flags]\n\nServes the mutating admission webhook on HTTPS (path "+admission.Path+").\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	cfgFile := fs.String("config", "", "YAML configuration file (every key has a default; see README)")
+	cfgFile := fs.String("config", "", "YAML configuration file (every key has a default; see docs/configuration.md)")
 	fs.StringVar(&sc.opts.CertDir, "cert-dir", "/etc/dumpcatcher/tls", "directory with tls.crt and tls.key, reloaded when they change")
 	fs.StringVar(&sc.opts.Host, "host", "", "address to serve HTTPS on (empty: all)")
 	fs.IntVar(&sc.opts.Port, "port", 9443, "HTTPS port of the admission webhook (path "+admission.Path+")")

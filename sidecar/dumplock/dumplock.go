@@ -8,7 +8,7 @@
 // end of the grace period) leaves a lock that the next pod takes over once
 // it has expired. The destination is the one thing every replica already
 // shares and has credentials for, so the lock needs no Kubernetes RBAC, no
-// extra service and nothing in the app image; see README.md, "The
+// extra service and nothing in the app image; see docs/dump-hook.md, "The
 // per-workload dump lock".
 //
 // The uploader sidecar holds the credentials, so it takes the lock on behalf

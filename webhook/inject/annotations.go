@@ -1,6 +1,6 @@
 package inject
 
-// Public names users type. README.md documents each of them.
+// Public names users type. docs/configuration.md documents each of them.
 const (
 	// AnnotationInject on a pod: "true" opts in, "false" opts out (beats the
 	// namespace label).
