@@ -49,7 +49,8 @@ type Config struct {
 	GracePeriodSeconds int64
 	// Identity is the pod's.
 	Identity uploader.Identity
-	// LogLevel is for the caller, which makes the logger Run is given.
+	// LogLevel is for the caller, which makes the logger Run is given:
+	// debug (logr's V(1)), info (V(0)) or error.
 	LogLevel zapcore.Level
 	// Version is the binary's, for the log.
 	Version string
@@ -129,7 +130,7 @@ var bindings = []binding{
 	{"node-name", contract.EnvNodeName, "", "the node's name", func(f *Flags) *string { return &f.Identity.Node }},
 	{"workload", contract.EnvWorkload, "", "the pod's workload, kind/name", func(f *Flags) *string { return &f.Identity.Workload }},
 	{"grace-period", contract.EnvGracePeriod, "", "the pod's termination grace period in seconds (set by the webhook); caps the dump lock of a preStop hook (empty: 1h)", func(f *Flags) *string { return &f.GracePeriod }},
-	{"log-level", contract.EnvLogLevel, "info", "debug, info, warn or error", func(f *Flags) *string { return &f.LogLevel }},
+	{"log-level", contract.EnvLogLevel, "info", "debug, info or error (warn is taken as info)", func(f *Flags) *string { return &f.LogLevel }},
 }
 
 // Bind defines the flags on fs. Each defaults to its environment variable
@@ -181,6 +182,10 @@ func (f Flags) Config() (Config, error) {
 	}
 	if err := c.LogLevel.Set(f.LogLevel); err != nil {
 		errs = append(errs, field.Invalid(field.NewPath("log-level"), f.LogLevel, err.Error()))
+	} else if c.LogLevel == zapcore.WarnLevel {
+		// logr has no warn level: what zap logged as warnings is info now,
+		// and warn keeps showing them.
+		c.LogLevel = zapcore.InfoLevel
 	}
 	// The checks of the parsed values, for the fields that did parse.
 	failed := map[string]bool{}
