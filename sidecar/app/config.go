@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
+	"github.com/dumpcatcher/dumpcatcher/internal/fielderr"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/objectkey"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/uploader"
 	"go.uber.org/zap/zapcore"
@@ -210,8 +211,7 @@ type InvalidError struct {
 
 // Error names each problem's flag and environment variable, one a line.
 func (e *InvalidError) Error() string {
-	lines := make([]string, len(e.Errs))
-	for i, fe := range e.Errs {
+	return fielderr.Lines(e.Errs, func(fe *field.Error) string {
 		name := root(fe.Field)
 		where := "--" + name
 		for _, b := range bindings {
@@ -219,9 +219,8 @@ func (e *InvalidError) Error() string {
 				where += " ($" + b.env + ")"
 			}
 		}
-		lines[i] = where + ": " + fe.Detail
-	}
-	return strings.Join(lines, "\n")
+		return where
+	})
 }
 
 // root is the first element of a field path: the flag's name.
