@@ -211,3 +211,18 @@ func waitFor(t *testing.T, what string, f func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestLogLevel: logr has no warn level, so what zap logged as warnings is
+// info now; --log-level=warn is taken as info and still shows them.
+func TestLogLevel(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want zapcore.Level
+	}{{"debug", zapcore.DebugLevel}, {"info", zapcore.InfoLevel}, {"warn", zapcore.InfoLevel}, {"error", zapcore.ErrorLevel}} {
+		env := map[string]string{contract.EnvDestination: "file:///dumps", contract.EnvLogLevel: tt.in}
+		c, err := flags(t, nil, env).Config()
+		if err != nil || c.LogLevel != tt.want {
+			t.Errorf("%s=%s: level %v (%v), want %v", contract.EnvLogLevel, tt.in, c.LogLevel, err, tt.want)
+		}
+	}
+}
