@@ -225,4 +225,3 @@ func TestParseServeReportsEveryProblem(t *testing.T) {
 		}
 	}
 }
-
