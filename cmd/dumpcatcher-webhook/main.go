@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/dumpcatcher/dumpcatcher/internal/fielderr"
 	"github.com/dumpcatcher/dumpcatcher/internal/signals"
 	"github.com/dumpcatcher/dumpcatcher/webhook/admission"
 	"github.com/dumpcatcher/dumpcatcher/webhook/config"
@@ -139,8 +140,11 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (se
 	}
 	cfg, err := loadConfig(*cfgFile)
 	if err != nil {
-		// The file's own errors name the file and the key (webhook/config).
-		errs = append(errs, field.Invalid(field.NewPath("--config"), *cfgFile, err.Error()))
+		// The file's own errors name the file and the key (webhook/config),
+		// one a line: each becomes a line of its own.
+		for _, line := range strings.Split(err.Error(), "\n") {
+			errs = append(errs, field.Invalid(field.NewPath("--config"), *cfgFile, line))
+		}
 	}
 	if len(errs) > 0 {
 		return sc, flagErrors(errs)
@@ -153,11 +157,7 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (se
 // flagErrors is one error with a line per problem: the flag, then what is
 // wrong.
 func flagErrors(errs field.ErrorList) error {
-	lines := make([]string, len(errs))
-	for i, e := range errs {
-		lines[i] = e.Field + ": " + e.Detail
-	}
-	return errors.New(strings.Join(lines, "\n"))
+	return errors.New(fielderr.Lines(errs, fielderr.Path))
 }
 
 func loadConfig(file string) (config.Config, error) {

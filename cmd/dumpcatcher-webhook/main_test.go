@@ -190,6 +190,22 @@ func TestFlagsAloneServe(t *testing.T) {
 	}
 }
 
+// TestParseServeConfigProblems: every problem of the config file is a line
+// of its own that names the flag, the file and the key.
+func TestParseServeConfigProblems(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(bad, []byte("preStop: sometimes\nnativeSidecar: maybe\nupload: {compresion: gzip}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := parseServe([]string{"--config", bad, "--namespace", "x"}, &bytes.Buffer{}, env(nil))
+	want := "--config: config " + bad + ": upload.compresion: unknown field: the configuration has no such key\n" +
+		"--config: config " + bad + `: preStop: "sometimes" is not one of always, on-pressure, never` + "\n" +
+		"--config: config " + bad + `: nativeSidecar: "maybe" is not one of auto, always, never`
+	if err == nil || err.Error() != want {
+		t.Errorf("error:\n%v\nwant:\n%s", err, want)
+	}
+}
+
 // TestParseServeReportsEveryProblem: one error, a line per problem, each
 // naming its flag.
 func TestParseServeReportsEveryProblem(t *testing.T) {

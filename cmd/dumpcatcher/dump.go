@@ -7,17 +7,17 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
+	"github.com/dumpcatcher/dumpcatcher/internal/signals"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/dumper"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/dumplock"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/jvm"
+	"github.com/go-logr/logr/funcr"
 )
 
 // parseDump reads the flags the injected preStop hook passes (see
@@ -105,7 +105,11 @@ func runDump(args []string, stdout, stderr io.Writer) error {
 			return release, err
 		}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	// The kubelet sends no signal to a preStop hook; ctrl-C on a
+	// `kubectl exec ... dump` does: the first cancels the dump, a second
+	// exits at once.
+	log := funcr.New(func(_, args string) { fmt.Fprintln(stderr, "dumpcatcher:", args) }, funcr.Options{})
+	ctx, stop := signals.Context(context.Background(), log)
 	defer stop()
 	if timeout > 0 {
 		var cancel context.CancelFunc

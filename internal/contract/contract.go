@@ -68,7 +68,7 @@ const (
 	// EnvQuietPeriod is how long a half-written file must stay unchanged
 	// before it is uploaded as incomplete (a Go duration).
 	EnvQuietPeriod = "DUMPCATCHER_QUIET_PERIOD"
-	// EnvLogLevel is debug, info, warn or error.
+	// EnvLogLevel is debug, info or error (warn is taken as info).
 	EnvLogLevel = "DUMPCATCHER_LOG_LEVEL"
 	// EnvGracePeriod is the pod's termination grace period in seconds, as the
 	// webhook left it (after raising it for the preStop dump). The uploader

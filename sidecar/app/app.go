@@ -26,7 +26,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"go.uber.org/zap"
 )
 
 // Run uploads every finished dump in the shared volume until ctx is
@@ -41,7 +40,6 @@ func Run(ctx context.Context, cfg Config, log logr.Logger) error {
 		return err // Validate parsed it
 	}
 	log = log.WithValues("pod", cfg.Identity.Namespace+"/"+cfg.Identity.Pod)
-	zl := zapLogger(log)
 
 	// Place this binary in the shared volume for the preStop hook and
 	// `kubectl exec ... dumpcatcher dump` in app containers.
@@ -55,7 +53,7 @@ func Run(ctx context.Context, cfg Config, log logr.Logger) error {
 			_ = os.Chmod(d, 0o777) // any app uid may write; umask-proof
 		}
 	}
-	sp, err := spool.Open(filepath.Join(cfg.Dir, ".spool"), zl.Named("spool"), nil)
+	sp, err := spool.Open(filepath.Join(cfg.Dir, ".spool"), log.WithName("spool"), nil)
 	if err != nil {
 		return err
 	}
@@ -78,7 +76,7 @@ func Run(ctx context.Context, cfg Config, log logr.Logger) error {
 	}
 	u, err := uploader.New(uploader.Options{
 		Bucket: bucket, Spool: sp, DumpsDir: dumps, Template: tmpl, Identity: cfg.Identity,
-		Compression: cfg.Compression, QuietPeriod: cfg.QuietPeriod, Drain: cfg.Drain, Log: zl, Metrics: metrics,
+		Compression: cfg.Compression, QuietPeriod: cfg.QuietPeriod, Drain: cfg.Drain, Log: log, Metrics: metrics,
 	})
 	if err != nil {
 		return err
@@ -87,26 +85,26 @@ func Run(ctx context.Context, cfg Config, log logr.Logger) error {
 	// uploads drain.
 	lockCtx, stopLocks := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLocks()
-	if stopped := serveLocks(lockCtx, cfg, bucket, u, log, zl); stopped != nil {
+	if stopped := serveLocks(lockCtx, cfg, bucket, u, log); stopped != nil {
 		defer func() { stopLocks(); <-stopped }()
 	}
 	log.Info("uploading", "version", cfg.Version, "destination", bucket.URL(""), "dumps", dumps,
 		"compression", cfg.Compression, "containers", cfg.Containers)
-	return u.Run(ctx.Done())
+	return u.Run(ctx)
 }
 
 // serveLocks answers the dump command on the socket next to the binary:
 // the workload's dump lock for the preStop hooks of this pod, and where a
 // dump will be uploaded. The channel is closed when the server has stopped
 // (after ctx is done); nil means there is no server.
-func serveLocks(ctx context.Context, cfg Config, bucket storage.Bucket, u *uploader.Uploader, log logr.Logger, zl *zap.Logger) <-chan struct{} {
+func serveLocks(ctx context.Context, cfg Config, bucket storage.Bucket, u *uploader.Uploader, log logr.Logger) <-chan struct{} {
 	store, ok := bucket.(storage.Conditional)
 	if !ok {
 		return nil
 	}
 	lockKey, err := dumplock.Key(cfg.Identity.Namespace, cfg.Identity.Workload)
 	if err != nil {
-		zl.Warn("preStop dumps of this pod go ahead without the workload's dump lock", zap.Error(err))
+		log.Info("preStop dumps of this pod go ahead without the workload's dump lock", "error", err)
 		lockKey = ""
 	}
 	socket := filepath.Join(cfg.Dir, contract.BinDir, contract.LockSocketName)
@@ -119,7 +117,7 @@ func serveLocks(ctx context.Context, cfg Config, bucket storage.Bucket, u *uploa
 		MaxTTL: cfg.maxLockTTL(),
 		Where: func(container, file string) (string, error) {
 			return u.KeyPattern(cfg.containerOf(container, file), file)
-		}, Log: zl.Named("lock")}
+		}, Log: log.WithName("lock")}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

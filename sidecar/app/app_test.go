@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,7 +16,6 @@ import (
 	"github.com/dumpcatcher/dumpcatcher/sidecar/dumplock"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/uploader"
 	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/funcr"
 	"github.com/go-logr/zapr"
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
@@ -214,37 +212,17 @@ func waitFor(t *testing.T, what string, f func() bool) {
 	}
 }
 
-// TestZapLogger: the sidecar packages log through the logger Run is given,
-// zapr's or any other.
-func TestZapLogger(t *testing.T) {
-	t.Run("zapr: the zap logger under it", func(t *testing.T) {
-		core, logs := observer.New(zapcore.DebugLevel)
-		zl := zapLogger(zapr.NewLogger(zap.New(core)).WithValues("pod", "p").WithName("up"))
-		zl.Warn("hello", zap.Int("n", 1))
-		got := logs.All()
-		if len(got) != 1 || got[0].Level != zapcore.WarnLevel || got[0].LoggerName != "up" ||
-			!cmp.Equal(got[0].ContextMap(), map[string]any{"pod": "p", "n": int64(1)}) {
-			t.Errorf("logged %+v", got)
+// TestLogLevel: logr has no warn level, so what zap logged as warnings is
+// info now; --log-level=warn is taken as info and still shows them.
+func TestLogLevel(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want zapcore.Level
+	}{{"debug", zapcore.DebugLevel}, {"info", zapcore.InfoLevel}, {"warn", zapcore.InfoLevel}, {"error", zapcore.ErrorLevel}} {
+		env := map[string]string{contract.EnvDestination: "file:///dumps", contract.EnvLogLevel: tt.in}
+		c, err := flags(t, nil, env).Config()
+		if err != nil || c.LogLevel != tt.want {
+			t.Errorf("%s=%s: level %v (%v), want %v", contract.EnvLogLevel, tt.in, c.LogLevel, err, tt.want)
 		}
-	})
-	t.Run("another logr sink: written through it", func(t *testing.T) {
-		var mu sync.Mutex
-		var lines []string
-		log := funcr.New(func(prefix, args string) {
-			mu.Lock()
-			defer mu.Unlock()
-			lines = append(lines, prefix+" "+args)
-		}, funcr.Options{Verbosity: 0})
-		zl := zapLogger(log.WithValues("pod", "p")).Named("spool").With(zap.String("a", "b"))
-		zl.Info("info", zap.Int("n", 1))
-		zl.Debug("debug is V(1): off")
-		zl.Error("failed", zap.Error(errors.New("boom")))
-		want := []string{
-			`spool "level"=0 "msg"="info" "pod"="p" "a"="b" "n"=1`,
-			`spool "msg"="failed" "error"=null "pod"="p" "a"="b" "error"="boom"`,
-		}
-		if diff := cmp.Diff(want, lines); diff != "" {
-			t.Errorf("lines (-want +got):\n%s", diff)
-		}
-	})
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
+	"github.com/dumpcatcher/dumpcatcher/internal/fielderr"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/objectkey"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/uploader"
 	"go.uber.org/zap/zapcore"
@@ -49,7 +50,8 @@ type Config struct {
 	GracePeriodSeconds int64
 	// Identity is the pod's.
 	Identity uploader.Identity
-	// LogLevel is for the caller, which makes the logger Run is given.
+	// LogLevel is for the caller, which makes the logger Run is given:
+	// debug (logr's V(1)), info (V(0)) or error.
 	LogLevel zapcore.Level
 	// Version is the binary's, for the log.
 	Version string
@@ -129,7 +131,7 @@ var bindings = []binding{
 	{"node-name", contract.EnvNodeName, "", "the node's name", func(f *Flags) *string { return &f.Identity.Node }},
 	{"workload", contract.EnvWorkload, "", "the pod's workload, kind/name", func(f *Flags) *string { return &f.Identity.Workload }},
 	{"grace-period", contract.EnvGracePeriod, "", "the pod's termination grace period in seconds (set by the webhook); caps the dump lock of a preStop hook (empty: 1h)", func(f *Flags) *string { return &f.GracePeriod }},
-	{"log-level", contract.EnvLogLevel, "info", "debug, info, warn or error", func(f *Flags) *string { return &f.LogLevel }},
+	{"log-level", contract.EnvLogLevel, "info", "debug, info or error (warn is taken as info)", func(f *Flags) *string { return &f.LogLevel }},
 }
 
 // Bind defines the flags on fs. Each defaults to its environment variable
@@ -181,6 +183,10 @@ func (f Flags) Config() (Config, error) {
 	}
 	if err := c.LogLevel.Set(f.LogLevel); err != nil {
 		errs = append(errs, field.Invalid(field.NewPath("log-level"), f.LogLevel, err.Error()))
+	} else if c.LogLevel == zapcore.WarnLevel {
+		// logr has no warn level: what zap logged as warnings is info now,
+		// and warn keeps showing them.
+		c.LogLevel = zapcore.InfoLevel
 	}
 	// The checks of the parsed values, for the fields that did parse.
 	failed := map[string]bool{}
@@ -205,8 +211,7 @@ type InvalidError struct {
 
 // Error names each problem's flag and environment variable, one a line.
 func (e *InvalidError) Error() string {
-	lines := make([]string, len(e.Errs))
-	for i, fe := range e.Errs {
+	return fielderr.Lines(e.Errs, func(fe *field.Error) string {
 		name := root(fe.Field)
 		where := "--" + name
 		for _, b := range bindings {
@@ -214,9 +219,8 @@ func (e *InvalidError) Error() string {
 				where += " ($" + b.env + ")"
 			}
 		}
-		lines[i] = where + ": " + fe.Detail
-	}
-	return strings.Join(lines, "\n")
+		return where
+	})
 }
 
 // root is the first element of a field path: the flag's name.

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/testr"
 	"go.uber.org/goleak"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
@@ -226,7 +226,7 @@ func startPod(t *testing.T, l Locks, key, holder string) *pod {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{Locks: l, Key: key, Holder: holder, Log: zaptest.NewLogger(t)}
+	s := &Server{Locks: l, Key: key, Holder: holder, Log: testr.New(t)}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, ln) }()
 	p := &pod{socket: socket}
@@ -396,7 +396,7 @@ func TestWhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{Log: zaptest.NewLogger(t), Where: func(container, file string) (string, error) {
+	s := &Server{Log: testr.New(t), Where: func(container, file string) (string, error) {
 		if container == "" {
 			container = "only"
 		}

@@ -18,9 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/testr"
+	"github.com/go-logr/zapr"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 )
 
@@ -91,7 +92,7 @@ func TestSocketTTLCap(t *testing.T) {
 
 	// A sidecar told its pod's grace period caps at that plus the margin.
 	socket := serve(t, &Server{Locks: Locks{Store: store}, Key: ".dumpcatcher/locks/shop/deployment/web.json", Holder: "shop/web-a",
-		MaxTTL: MaxTTL(30), Log: zaptest.NewLogger(t)})
+		MaxTTL: MaxTTL(30), Log: testr.New(t)})
 	if got := lockLine(t, socket, "LOCK 35001"); got != "UNAVAILABLE ttl 35001ms is too long: a dump lock lasts at most 35s (the pod's grace period plus 5s)" {
 		t.Errorf("LOCK 35001 with a grace period of 30 s: %q", got)
 	}
@@ -133,7 +134,7 @@ func serveAt(t *testing.T, s *Server, socket string) {
 func TestSocketHoldBoundedByTTL(t *testing.T) {
 	store := fileStore(t)
 	const key = ".dumpcatcher/locks/shop/deployment/orders.json"
-	socket := serve(t, &Server{Locks: Locks{Store: store}, Key: key, Holder: "shop/orders-a", Log: zaptest.NewLogger(t)})
+	socket := serve(t, &Server{Locks: Locks{Store: store}, Key: key, Holder: "shop/orders-a", Log: testr.New(t)})
 	conn, err := net.Dial("unix", socket)
 	if err != nil {
 		t.Fatal(err)
@@ -217,7 +218,7 @@ func TestSocketConnectionFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := &pod{socket: filepath.Join(dir, "dumpcatcher.sock")}
-	serveAt(t, &Server{Locks: Locks{Store: fileStore(t)}, Key: key, Holder: "shop/orders-a", Log: zaptest.NewLogger(t)}, p.socket)
+	serveAt(t, &Server{Locks: Locks{Store: fileStore(t)}, Key: key, Holder: "shop/orders-a", Log: testr.New(t)}, p.socket)
 	time.Sleep(100 * time.Millisecond)
 	baseG, baseFD := runtime.NumGoroutine(), fds(t)
 
@@ -279,7 +280,7 @@ func TestSocketLeaseGenerations(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{Locks: Locks{Store: store, Now: clk.Now}, Key: key, Holder: "shop/orders-a", Log: zap.New(core)}
+	s := &Server{Locks: Locks{Store: store, Now: clk.Now}, Key: key, Holder: "shop/orders-a", Log: zapr.NewLogger(zap.New(core))}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, ln) }()
 	defer func() { cancel(); <-done }()

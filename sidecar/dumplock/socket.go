@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"go.uber.org/zap"
+	"github.com/go-logr/logr"
 )
 
 // The protocol on the socket, one line each way:
@@ -86,7 +86,7 @@ type Server struct {
 	// RequestTimeout bounds the wait for a client's request line
 	// (DefaultRequestTimeout when zero).
 	RequestTimeout time.Duration
-	Log            *zap.Logger
+	Log            logr.Logger
 
 	mu  sync.Mutex
 	cur *shared // the lease this pod's dump commands share, nil when none
@@ -210,8 +210,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			fmt.Fprintf(conn, "BUSY %d connections are being served\n", cap(slots))
 			conn.Close()
 			if n, ok := busy.tick(time.Now()); ok {
-				s.Log.Warn("dump lock socket: too many connections; refusing more (something in the app container opens connections and keeps them open)",
-					zap.Int("maxConnections", cap(slots)), zap.Int("refusedSinceLastLine", n))
+				s.Log.Info("dump lock socket: too many connections; refusing more (something in the app container opens connections and keeps them open)",
+					"maxConnections", cap(slots), "refusedSinceLastLine", n)
 			}
 			continue
 		}
@@ -265,8 +265,8 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 		return
 	case ms > maxTTL.Milliseconds():
 		if n, ok := s.longTTLs.tick(time.Now()); ok {
-			s.Log.Warn("dump lock: refused a lock longer than the pod can live (something in the app container asks for it; the dump command never does)",
-				zap.Int64("ttlMillis", ms), zap.Duration("max", maxTTL), zap.Int("refusedSinceLastLine", n))
+			s.Log.Info("dump lock: refused a lock longer than the pod can live (something in the app container asks for it; the dump command never does)",
+				"ttlMillis", ms, "max", maxTTL, "refusedSinceLastLine", n)
 		}
 		_ = answer(conn, "UNAVAILABLE ttl %dms is too long: a dump lock lasts at most %v (the pod's grace period plus %v)\n", ms, maxTTL, Margin)
 		return
@@ -277,11 +277,11 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 	switch {
 	case errors.As(err, &taken):
 		s.Log.Info("dump lock taken by another pod: this pod skips its preStop dump",
-			zap.String("holder", taken.Holder), zap.Time("expires", taken.Expires))
+			"holder", taken.Holder, "expires", taken.Expires)
 		_ = answer(conn, "TAKEN %s %s\n", taken.Expires.UTC().Format(time.RFC3339Nano), taken.Holder)
 		return
 	case err != nil:
-		s.Log.Warn("dump lock unavailable: the preStop dump goes ahead without it", zap.Error(err))
+		s.Log.Info("dump lock unavailable: the preStop dump goes ahead without it", "error", err)
 		_ = answer(conn, "UNAVAILABLE %s\n", oneLine(err.Error()))
 		return
 	}
@@ -331,7 +331,7 @@ func (s *Server) join(ctx context.Context, ttl time.Duration) (*shared, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.Log.Info("dump lock taken for this pod's preStop dump", zap.String("key", s.Key), zap.Time("expires", le.Expires()))
+	s.Log.Info("dump lock taken for this pod's preStop dump", "key", s.Key, "expires", le.Expires())
 	// An expired predecessor stays with its remaining holders.
 	s.cur = &shared{lease: le, users: 1}
 	return s.cur, nil
@@ -354,14 +354,14 @@ func (s *Server) leave(sh *shared) {
 	defer cancel()
 	expired := !s.Locks.now().Before(sh.lease.Expires())
 	if err := sh.lease.Release(ctx); err != nil {
-		s.Log.Warn("could not release the dump lock; it expires by itself", zap.Time("expires", sh.lease.Expires()), zap.Error(err))
+		s.Log.Info("could not release the dump lock; it expires by itself", "expires", sh.lease.Expires(), "error", err)
 		return
 	}
 	if expired {
-		s.Log.Info("dump lock let go after it had expired (a lease taken since is not affected)", zap.String("key", s.Key), zap.Time("expired", sh.lease.Expires()))
+		s.Log.Info("dump lock let go after it had expired (a lease taken since is not affected)", "key", s.Key, "expired", sh.lease.Expires())
 		return
 	}
-	s.Log.Info("dump lock released", zap.String("key", s.Key))
+	s.Log.Info("dump lock released", "key", s.Key)
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/testr"
 	"github.com/google/go-cmp/cmp"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/dumpcatcher/dumpcatcher/sidecar/dumpfile"
 )
@@ -200,7 +200,7 @@ func TestSetAsideSurvivesRestarts(t *testing.T) {
 	if b, err := os.ReadFile(where); err != nil || string(b) != "dump" {
 		t.Errorf("set-aside bytes %q, %v", b, err)
 	}
-	s2, err := Open(s.Dir(), zaptest.NewLogger(t), nil)
+	s2, err := Open(s.Dir(), testr.New(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

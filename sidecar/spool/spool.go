@@ -46,7 +46,7 @@ import (
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/dumpfile"
-	"go.uber.org/zap"
+	"github.com/go-logr/logr"
 )
 
 // Entry is one claimed dump.
@@ -95,7 +95,7 @@ const FailedDir = "failed"
 // Spool is a directory of claimed dumps.
 type Spool struct {
 	dir string
-	log *zap.Logger
+	log logr.Logger
 	now func() time.Time
 	// beforeRename, when set (by tests), runs between Claim's open and its
 	// rename: where an attacker can swap the file.
@@ -103,7 +103,7 @@ type Spool struct {
 }
 
 // Open opens (creating) the spool directory dir.
-func Open(dir string, log *zap.Logger, now func() time.Time) (*Spool, error) {
+func Open(dir string, log logr.Logger, now func() time.Time) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating spool directory %s: %w (the uploader needs write access to the shared volume)", dir, err)
 	}
@@ -212,8 +212,8 @@ func (s *Spool) Claim(path, container string, complete bool, want dumpfile.Ident
 		return fail(fmt.Errorf("%s: %w", path, ErrVanished))
 	case errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EXDEV):
 		// Upload from where it is; the JVM's path stays taken until then.
-		s.log.Warn("cannot move the dump out of the JVM's directory; uploading it in place, and the JVM cannot write a dump of the same name until it is uploaded",
-			zap.String("path", path), zap.Error(err))
+		s.log.Info("cannot move the dump out of the JVM's directory; uploading it in place, and the JVM cannot write a dump of the same name until it is uploaded",
+			"path", path, "error", err)
 		e.InPlace = true
 		if err := s.Save(e); err != nil {
 			return fail(err)
@@ -323,8 +323,8 @@ func (s *Spool) Done(e Entry) error {
 		remove = err == nil && info.Identity == e.Identity
 	}
 	if !remove {
-		s.log.Warn("a dump delivered in place was replaced by another file; leaving that file alone",
-			zap.String("path", s.DataPath(e)))
+		s.log.Info("a dump delivered in place was replaced by another file; leaving that file alone",
+			"path", s.DataPath(e))
 	} else if err := os.Remove(s.DataPath(e)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing delivered dump %s: %w", s.DataPath(e), err)
 	}
@@ -380,7 +380,7 @@ func (s *Spool) Recover() ([]Entry, error) {
 		if err := s.Save(e); err != nil {
 			return nil, err
 		}
-		s.log.Warn("adopted a spooled dump without a record", zap.String("path", s.DataPath(e)))
+		s.log.Info("adopted a spooled dump without a record", "path", s.DataPath(e))
 		out = append(out, e)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -395,7 +395,11 @@ func (s *Spool) recoverOne(id string) (Entry, bool, error) {
 	var e Entry
 	if err := json.Unmarshal(data, &e); err != nil || e.ID != id {
 		// A record is written whole (rename); a bad one is not ours.
-		s.log.Warn("ignoring a spool record that does not parse", zap.String("path", s.record(id)), zap.Error(err))
+		kv := []any{"path", s.record(id)}
+		if err != nil {
+			kv = append(kv, "error", err)
+		}
+		s.log.Info("ignoring a spool record that does not parse", kv...)
 		return Entry{}, false, nil
 	}
 	if _, err := os.Lstat(s.DataPath(e)); err == nil {

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/testr"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/dumpcatcher/dumpcatcher/sidecar/dumpfile"
 )
@@ -24,7 +24,7 @@ func setup(t *testing.T) (*Spool, string) {
 	if err := os.MkdirAll(dumps, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(filepath.Join(root, ".spool"), zaptest.NewLogger(t), func() time.Time { return t0 })
+	s, err := Open(filepath.Join(root, ".spool"), testr.New(t), func() time.Time { return t0 })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func setupTicking(t *testing.T) (*Spool, string) {
 		t.Fatal(err)
 	}
 	now := t0
-	s, err := Open(filepath.Join(root, ".spool"), zaptest.NewLogger(t), func() time.Time { now = now.Add(time.Millisecond); return now })
+	s, err := Open(filepath.Join(root, ".spool"), testr.New(t), func() time.Time { now = now.Add(time.Millisecond); return now })
 	if err != nil {
 		t.Fatal(err)
 	}

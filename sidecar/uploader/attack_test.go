@@ -22,6 +22,8 @@ import (
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof/hproftest"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/watch"
+	"github.com/go-logr/logr"
+	"github.com/go-logr/zapr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -29,11 +31,11 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-// observed logs to the test (warnings and up) and to an observer (info and up).
-func observed(t *testing.T) (*zap.Logger, *observer.ObservedLogs) {
+// observed logs to the test and to an observer (info and up).
+func observed(t *testing.T) (logr.Logger, *observer.ObservedLogs) {
 	t.Helper()
 	core, logs := observer.New(zap.InfoLevel)
-	return zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Core(), core)), logs
+	return zapr.NewLogger(zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Core(), core))), logs
 }
 
 // fileObjects lists and decodes the objects of a file:// bucket in dir.
@@ -170,7 +172,7 @@ func TestSwappedFIFODoesNotHangStop(t *testing.T) {
 	}
 	r.u.found(ev)
 	time.Sleep(time.Second)
-	close(r.stop)
+	r.stop()
 	select {
 	case err := <-r.done:
 		if err != nil {

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+	"github.com/go-logr/zapr"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
@@ -43,11 +45,12 @@ func TestMain(m *testing.M) {
 // SIGUSR1, logging "test gate: holding the first upload": a worker kept
 // busy, deterministically.
 func runChild() error {
-	log, err := zap.NewProduction()
+	zl, err := zap.NewProduction()
 	if err != nil {
 		return err
 	}
-	defer log.Sync() //nolint:errcheck // stderr
+	defer zl.Sync() //nolint:errcheck // stderr
+	log := zapr.NewLogger(zl)
 	dir := os.Getenv("CHILD_DIR")
 	d, err := contract.ParseDestination(os.Getenv("CHILD_DESTINATION"))
 	if err != nil {
@@ -73,18 +76,19 @@ func runChild() error {
 	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR1)
-	stop := make(chan struct{})
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
 	go func() {
 		for s := range sigs {
 			if s == syscall.SIGUSR1 {
 				gate.open()
 				continue
 			}
-			close(stop)
+			stop()
 			return
 		}
 	}()
-	return u.Run(stop)
+	return u.Run(ctx)
 }
 
 // gatedBucket holds its first Put until open is called.
@@ -93,7 +97,7 @@ type gatedBucket struct {
 	first   sync.Once
 	opened  sync.Once
 	release chan struct{}
-	log     *zap.Logger
+	log     logr.Logger
 }
 
 func (g *gatedBucket) open() { g.opened.Do(func() { close(g.release) }) }
@@ -108,7 +112,7 @@ func (g *gatedBucket) Put(ctx context.Context, key string, r io.Reader, opts sto
 		}
 	})
 	if hold {
-		g.log.Info("test gate: holding the first upload", zap.String("key", key))
+		g.log.Info("test gate: holding the first upload", "key", key)
 		select {
 		case <-g.release:
 		case <-ctx.Done():

@@ -57,7 +57,7 @@ import (
 	"github.com/dumpcatcher/dumpcatcher/sidecar/spool"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/watch"
-	"go.uber.org/zap"
+	"github.com/go-logr/logr"
 )
 
 // Identity is the pod the dumps come from (downward API).
@@ -83,13 +83,14 @@ type Options struct {
 	// QuietPeriod is the watcher's: how long a file found half-written must
 	// stay unchanged before it is uploaded as incomplete (default 2m).
 	QuietPeriod time.Duration
-	// Drain is how long uploads go on after the stop signal (default 25s);
-	// Settle ends the drain early once nothing happened for that long
-	// (default 2s).
+	// Drain is how long uploads go on after Run's context is cancelled
+	// (default 25s); Settle ends the drain early once nothing happened for
+	// that long (default 2s).
 	Drain, Settle time.Duration
-	Log           *zap.Logger
-	Metrics       *Metrics
-	Now           func() time.Time
+	// Log receives the uploader's logs (the zero Logger discards them).
+	Log     logr.Logger
+	Metrics *Metrics
+	Now     func() time.Time
 }
 
 // Uploader moves dumps from the shared volume to storage.
@@ -125,8 +126,8 @@ const maxFileErrors = 10
 
 // New checks the options and fills in defaults.
 func New(o Options) (*Uploader, error) {
-	if o.Bucket == nil || o.Spool == nil || o.DumpsDir == "" || o.Log == nil {
-		return nil, errors.New("uploader: Bucket, Spool, DumpsDir and Log are required")
+	if o.Bucket == nil || o.Spool == nil || o.DumpsDir == "" {
+		return nil, errors.New("uploader: Bucket, Spool and DumpsDir are required")
 	}
 	if _, err := chooseEncoding(o.Compression, nil, ""); err != nil {
 		return nil, err
@@ -150,12 +151,13 @@ func New(o Options) (*Uploader, error) {
 		wake: make(chan struct{}, 1)}, nil
 }
 
-// Run uploads until stop is closed (SIGTERM), then drains for up to Drain
-// and returns. It logs every dump it could not deliver by then.
-func (u *Uploader) Run(stop <-chan struct{}) error {
-	// work is cancelled when the drain ends: in-flight uploads are aborted
-	// (their dumps stay in the spool for a restarted sidecar).
-	work, cancelWork := context.WithCancel(context.Background())
+// Run uploads until ctx is cancelled (SIGTERM), then drains for up to
+// Drain and returns. It logs every dump it could not deliver by then.
+func (u *Uploader) Run(ctx context.Context) error {
+	// work outlives ctx by the drain and is cancelled when the drain ends:
+	// in-flight uploads are aborted then (their dumps stay in the spool for
+	// a restarted sidecar).
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 
 	pending, err := u.o.Spool.Recover()
@@ -163,10 +165,10 @@ func (u *Uploader) Run(stop <-chan struct{}) error {
 		return err
 	}
 	for _, e := range pending {
-		u.o.Log.Info("resuming a dump claimed before a restart", zap.String("file", e.File), zap.String("container", e.Container), zap.Int("attempts", e.Attempts))
+		u.o.Log.Info("resuming a dump claimed before a restart", "file", e.File, "container", e.Container, "attempts", e.Attempts)
 		u.enqueue(e)
 	}
-	w, err := watch.New(u.o.DumpsDir, watch.Options{Logger: u.o.Log.Named("watch"), QuietPeriod: u.o.QuietPeriod})
+	w, err := watch.New(u.o.DumpsDir, watch.Options{Logger: u.o.Log.WithName("watch"), QuietPeriod: u.o.QuietPeriod})
 	if err != nil {
 		return err
 	}
@@ -186,7 +188,7 @@ func (u *Uploader) Run(stop <-chan struct{}) error {
 	}
 	var runErr error
 	select {
-	case <-stop:
+	case <-ctx.Done():
 		runErr = u.drain(watchErr)
 	case err := <-watchErr:
 		runErr = fmt.Errorf("watching %s: %w", u.o.DumpsDir, err)
@@ -203,14 +205,14 @@ func (u *Uploader) Run(stop <-chan struct{}) error {
 	return runErr
 }
 
-// drain keeps claiming and uploading after the stop signal until nothing is
-// left and nothing happened for Settle, or Drain is over.
+// drain keeps claiming and uploading after Run's context is cancelled
+// until nothing is left and nothing happened for Settle, or Drain is over.
 func (u *Uploader) drain(watchErr <-chan error) error {
 	deadline := time.NewTimer(u.o.Drain)
 	defer deadline.Stop()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	u.o.Log.Info("stop requested: delivering what is left", zap.Duration("within", u.o.Drain))
+	u.o.Log.Info("stop requested: delivering what is left", "within", u.o.Drain)
 	for {
 		select {
 		case <-deadline.C:
@@ -245,7 +247,7 @@ func (u *Uploader) reportUndelivered() {
 		left = append(left, path)
 	}
 	if len(left) > 0 {
-		u.o.Log.Error("stopping with dumps NOT delivered; they stay in the spool and are delivered if this container restarts, but are lost with the pod", zap.Strings("dumps", left))
+		u.o.Log.Error(nil, "stopping with dumps NOT delivered; they stay in the spool and are delivered if this container restarts, but are lost with the pod", "dumps", left)
 	} else {
 		u.o.Log.Info("stopped; every dump was delivered")
 	}
@@ -281,27 +283,27 @@ func (u *Uploader) claim(ev watch.Event, first bool) {
 	switch {
 	case errors.As(err, &notRegular):
 		u.o.Metrics.dumpFailed(FailNotRegular)
-		u.o.Log.Warn("refusing a file in the dump directory: not a regular file (a "+notRegular.Kind+"); it is not read and left where it is",
-			zap.String("path", ev.Path), zap.String("container", ev.Container), zap.String("kind", notRegular.Kind))
+		u.o.Log.Info("refusing a file in the dump directory: not a regular file (a "+notRegular.Kind+"); it is not read and left where it is",
+			"path", ev.Path, "container", ev.Container, "kind", notRegular.Kind)
 		return
 	case errors.Is(err, spool.ErrReplaced):
 		u.o.Metrics.dumpFailed(FailReplaced)
-		u.o.Log.Warn("refusing a dump that was replaced by another file after it was reported; the new file is reported on its own",
-			zap.String("path", ev.Path), zap.String("container", ev.Container), zap.Error(err))
+		u.o.Log.Info("refusing a dump that was replaced by another file after it was reported; the new file is reported on its own",
+			"path", ev.Path, "container", ev.Container, "error", err)
 		return
 	case errors.Is(err, spool.ErrVanished):
-		u.o.Log.Warn("a dump vanished before it could be claimed", zap.String("path", ev.Path))
+		u.o.Log.Info("a dump vanished before it could be claimed", "path", ev.Path)
 		return
 	case err != nil:
 		if first {
-			u.o.Log.Error("cannot claim a dump; it stays in place and the claim is retried", zap.String("path", ev.Path), zap.Error(err))
+			u.o.Log.Error(err, "cannot claim a dump; it stays in place and the claim is retried", "path", ev.Path)
 		}
 		return
 	}
 	if !ev.Complete && ev.Err == nil && first {
-		u.o.Log.Warn("uploading an incomplete dump (its writer stopped before finishing)", zap.String("path", ev.Path), zap.String("why", ev.Reason))
+		u.o.Log.Info("uploading an incomplete dump (its writer stopped before finishing)", "path", ev.Path, "why", ev.Reason)
 	}
-	u.o.Log.Info("claimed", zap.String("file", e.File), zap.String("container", e.Container), zap.String("reason", e.Reason), zap.Int64("size", e.Size))
+	u.o.Log.Info("claimed", "file", e.File, "container", e.Container, "reason", e.Reason, "size", e.Size)
 	u.enqueue(e)
 }
 
@@ -411,7 +413,7 @@ func (u *Uploader) deliverWithRetry(ctx context.Context, e *spool.Entry) (requeu
 		}
 		var gone *goneError
 		if errors.As(err, &gone) {
-			u.o.Log.Error("a claimed dump disappeared from the spool; nothing left to upload", zap.String("file", e.File), zap.Error(err))
+			u.o.Log.Error(err, "a claimed dump disappeared from the spool; nothing left to upload", "file", e.File)
 			_ = u.o.Spool.Done(*e)
 			return false, time.Time{}
 		}
@@ -429,8 +431,8 @@ func (u *Uploader) deliverWithRetry(ctx context.Context, e *spool.Entry) (requeu
 			}
 			_ = u.o.Spool.Save(*e) // the count survives a restart
 			if e.FileErrors == 1 {
-				u.o.Log.Error("cannot read a dump; it stays in the spool and is retried", zap.String("file", e.File),
-					zap.Int("tries", maxFileErrors), zap.Error(err))
+				u.o.Log.Error(err, "cannot read a dump; it stays in the spool and is retried", "file", e.File,
+					"tries", maxFileErrors)
 			}
 			return true, u.o.Now().Add(min(u.o.RetryMin<<min(e.FileErrors-1, 20), u.o.RetryMax))
 		}
@@ -450,15 +452,14 @@ func (u *Uploader) deliverWithRetry(ctx context.Context, e *spool.Entry) (requeu
 func (u *Uploader) setAside(e spool.Entry, reason string, err error) {
 	u.o.Metrics.dumpFailed(reason)
 	where, serr := u.o.Spool.SetAside(e, reason)
-	fields := []zap.Field{zap.String("file", e.File), zap.String("container", e.Container), zap.String("why", reason),
-		zap.Int64("size", e.Size), zap.Error(err)}
+	fields := []any{"file", e.File, "container", e.Container, "why", reason, "size", e.Size}
 	if serr != nil {
-		u.o.Log.Error("a dump cannot be delivered, and could not be set aside either; it is tried again after a restart",
-			append(fields, zap.NamedError("setAside", serr))...)
+		u.o.Log.Error(err, "a dump cannot be delivered, and could not be set aside either; it is tried again after a restart",
+			append(fields, "setAside", serr)...)
 		return
 	}
-	u.o.Log.Error("setting a dump aside: it cannot be delivered and is not retried, also not after a restart",
-		append(fields, zap.String("keptAt", where))...)
+	u.o.Log.Error(err, "setting a dump aside: it cannot be delivered and is not retried, also not after a restart",
+		append(fields, "keptAt", where)...)
 }
 
 // dumpFault says whether err is the dump's own fault, which no retry can
@@ -481,7 +482,7 @@ func (u *Uploader) storageDown(err error) {
 	u.mu.Unlock()
 	u.o.Metrics.setUp(false)
 	if !was {
-		u.o.Log.Error("storage unavailable: dumps stay on disk and are retried with backoff", zap.String("destination", u.o.Bucket.URL("")), zap.Error(err))
+		u.o.Log.Error(err, "storage unavailable: dumps stay on disk and are retried with backoff", "destination", u.o.Bucket.URL(""))
 	}
 }
 
@@ -492,7 +493,7 @@ func (u *Uploader) storageUp() {
 	u.mu.Unlock()
 	u.o.Metrics.setUp(true)
 	if was {
-		u.o.Log.Info("storage reachable again", zap.String("destination", u.o.Bucket.URL("")))
+		u.o.Log.Info("storage reachable again", "destination", u.o.Bucket.URL(""))
 	}
 }
 
@@ -660,15 +661,15 @@ func (u *Uploader) deliver(ctx context.Context, e *spool.Entry) error {
 		origSum = hex.EncodeToString(orig.Sum(nil))
 	}
 	if err := u.o.Spool.Done(*e); err != nil {
-		u.o.Log.Error("delivered, but could not remove the local copy", zap.String("path", path), zap.Error(err))
+		u.o.Log.Error(err, "delivered, but could not remove the local copy", "path", path)
 	}
 	took := u.o.Now().Sub(start)
 	u.o.Metrics.delivered(size, info.Size)
 	u.o.Log.Info("delivered",
-		zap.String("url", u.o.Bucket.URL(e.Key)), zap.String("container", e.Container), zap.String("reason", e.Reason),
-		zap.Int64("originalSize", size), zap.Int64("storedSize", info.Size), zap.String("encoding", enc.name),
-		zap.String("originalSha256", origSum), zap.String("verified", info.Verified),
-		zap.Int("attempts", e.Attempts), zap.Duration("took", took))
+		"url", u.o.Bucket.URL(e.Key), "container", e.Container, "reason", e.Reason,
+		"originalSize", size, "storedSize", info.Size, "encoding", enc.name,
+		"originalSha256", origSum, "verified", info.Verified,
+		"attempts", e.Attempts, "took", took)
 	return nil
 }
 

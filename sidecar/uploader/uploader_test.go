@@ -23,13 +23,14 @@ import (
 	"github.com/dumpcatcher/dumpcatcher/sidecar/spool"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
+	"github.com/go-logr/logr/testr"
+	"github.com/go-logr/zapr"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/minio/minio-go/v7"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 )
 
@@ -39,7 +40,7 @@ var identity = Identity{Namespace: "shop", Pod: "web-6d4cf56db6-x2k9p", PodUID: 
 type rig struct {
 	root, dumps string
 	bucket      storage.Bucket
-	stop        chan struct{}
+	stop        context.CancelFunc
 	done        chan error
 	metrics     *Metrics
 	u           *Uploader
@@ -48,14 +49,14 @@ type rig struct {
 func startUploader(t *testing.T, bucket storage.Bucket, mod func(*Options)) *rig {
 	t.Helper()
 	root := t.TempDir()
-	r := &rig{root: root, dumps: filepath.Join(root, "dumps"), bucket: bucket, stop: make(chan struct{}), done: make(chan error, 1)}
+	r := &rig{root: root, dumps: filepath.Join(root, "dumps"), bucket: bucket, done: make(chan error, 1)}
 	r.start(t, mod)
 	return r
 }
 
 func (r *rig) start(t *testing.T, mod func(*Options)) {
 	t.Helper()
-	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	log := testr.New(t)
 	sp, err := spool.Open(filepath.Join(r.root, ".spool"), log, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -71,8 +72,9 @@ func (r *rig) start(t *testing.T, mod func(*Options)) {
 		t.Fatal(err)
 	}
 	r.metrics, r.u = o.Metrics, u
-	r.stop, r.done = make(chan struct{}), make(chan error, 1)
-	go func() { r.done <- u.Run(r.stop) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	r.stop, r.done = cancel, make(chan error, 1)
+	go func() { r.done <- u.Run(ctx) }()
 	for i := 0; i < 200; i++ { // the watcher creates the dumps directory
 		if _, err := os.Stat(r.dumps); err == nil {
 			return
@@ -84,7 +86,7 @@ func (r *rig) start(t *testing.T, mod func(*Options)) {
 
 func (r *rig) shutdown(t *testing.T) {
 	t.Helper()
-	close(r.stop)
+	r.stop()
 	select {
 	case err := <-r.done:
 		if err != nil {
@@ -445,7 +447,7 @@ func TestWrongCredentialsThenFixed(t *testing.T) {
 	miniotest.WriteKeys(t, creds, "accessKeyID", srv.AccessKey, "secretAccessKey", "wrong-secret-value")
 	m := newMetrics(t)
 	core, logs := observer.New(zap.InfoLevel)
-	r := startUploader(t, minioBucket(t, srv, creds), func(o *Options) { o.Metrics = m; o.Log = zap.New(core) })
+	r := startUploader(t, minioBucket(t, srv, creds), func(o *Options) { o.Metrics = m; o.Log = zapr.NewLogger(zap.New(core)) })
 	writeDump(t, filepath.Join(r.dumps, "app", "java_pid1.hprof"), hproftest.Synthetic(2, 1024))
 	time.Sleep(1500 * time.Millisecond)
 	if f, up := testutil.ToFloat64(m.failures), testutil.ToFloat64(m.storageUp); f == 0 || up != 0 {

@@ -44,7 +44,7 @@ import (
 	"syscall"
 	"time"
 
-	"go.uber.org/zap"
+	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
 
 	"github.com/dumpcatcher/dumpcatcher/sidecar/dumpfile"
@@ -101,8 +101,8 @@ type Event struct {
 
 // Options configure a Watcher.
 type Options struct {
-	// Logger receives the watcher's logs; nil discards them.
-	Logger *zap.Logger
+	// Logger receives the watcher's logs; the zero Logger discards them.
+	Logger logr.Logger
 	// QuietPeriod is how long an unfinished file must stay unchanged before
 	// it is reported with Complete false; 0 means DefaultQuietPeriod.
 	QuietPeriod time.Duration
@@ -126,7 +126,7 @@ type Watcher struct {
 	dir     string
 	quiet   time.Duration
 	budget  time.Duration
-	log     *zap.Logger
+	log     logr.Logger
 	ready   func()
 	running atomic.Bool
 }
@@ -148,9 +148,6 @@ func New(dumpsDir string, opts Options) (*Watcher, error) {
 	if w.quiet == 0 {
 		w.quiet = DefaultQuietPeriod
 	}
-	if w.log == nil {
-		w.log = zap.NewNop()
-	}
 	if err := ensureDir(w.dir, w.log); err != nil {
 		return nil, err
 	}
@@ -159,7 +156,7 @@ func New(dumpsDir string, opts Options) (*Watcher, error) {
 
 // ensureDir creates dir with mode 0777 when it is missing. The mode is set
 // with chmod because mkdir applies the umask.
-func ensureDir(dir string, log *zap.Logger) error {
+func ensureDir(dir string, log logr.Logger) error {
 	fi, err := os.Stat(dir)
 	switch {
 	case err == nil && fi.IsDir():
@@ -175,7 +172,7 @@ func ensureDir(dir string, log *zap.Logger) error {
 	if err := os.Chmod(dir, 0o777); err != nil {
 		return fmt.Errorf("watch: make the dumps directory writable for all users: %w", err)
 	}
-	log.Info("created the missing dumps directory", zap.String("dir", dir))
+	log.Info("created the missing dumps directory", "dir", dir)
 	return nil
 }
 
@@ -229,8 +226,8 @@ func (w *Watcher) Run(ctx context.Context, found func(Event)) error {
 	if err := l.scan(true); err != nil {
 		return err
 	}
-	w.log.Info("watching for heap dumps", zap.String("dir", w.dir), zap.Int("containers", len(l.wds)),
-		zap.Int("unfinished", len(l.pending)), zap.Duration("quietPeriod", w.quiet))
+	w.log.Info("watching for heap dumps", "dir", w.dir, "containers", len(l.wds),
+		"unfinished", len(l.pending), "quietPeriod", w.quiet)
 	if w.ready != nil {
 		w.ready()
 	}
@@ -376,7 +373,7 @@ func (l *loop) addSubdir(name string) error {
 	wd, err := unix.InotifyAddWatch(l.fd, path, subMask)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
-			l.w.log.Debug("sub-directory vanished before it could be watched", zap.String("dir", path))
+			l.w.log.V(1).Info("sub-directory vanished before it could be watched", "dir", path)
 			return nil
 		}
 		return l.watchError(path, err)
@@ -385,7 +382,7 @@ func (l *loop) addSubdir(name string) error {
 		delete(l.subdirs, old)
 	}
 	if _, ok := l.subdirs[wd]; !ok {
-		l.w.log.Debug("watching container directory", zap.String("dir", path))
+		l.w.log.V(1).Info("watching container directory", "dir", path)
 	}
 	l.subdirs[wd] = name
 	l.wds[name] = wd
@@ -402,7 +399,7 @@ func (l *loop) dropSubdir(name string) {
 	delete(l.wds, name)
 	delete(l.subdirs, wd)
 	l.forgetUnder(filepath.Join(l.w.dir, name))
-	l.w.log.Debug("container directory gone", zap.String("dir", filepath.Join(l.w.dir, name)))
+	l.w.log.V(1).Info("container directory gone", "dir", filepath.Join(l.w.dir, name))
 }
 
 func (l *loop) forgetUnder(dir string) {
@@ -468,8 +465,8 @@ func (l *loop) scanDir(container string, startup bool, seen map[string]bool) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
-			l.w.log.Error("cannot list a container's dump directory; its dumps are reported when written",
-				zap.String("dir", dir), zap.Error(err))
+			l.w.log.Error(err, "cannot list a container's dump directory; its dumps are reported when written",
+				"dir", dir)
 		}
 		return
 	}
@@ -508,7 +505,7 @@ func (l *loop) scanDir(container string, startup bool, seen map[string]bool) {
 			why = insp.err.Error()
 		}
 		l.w.log.Info("found an unfinished file; waiting for its writer to close it or for the quiet period",
-			zap.String("path", path), zap.Int64("size", fi.Size()), zap.String("state", why))
+			"path", path, "size", fi.Size(), "state", why)
 		l.track(path, container, startup)
 	}
 }
@@ -557,7 +554,7 @@ func (l *loop) report(path, container, reason string, existing bool, pre *looked
 	}
 	key := keyOfInfo(pre.info)
 	if k, ok := l.reported[path]; ok && k == key {
-		l.w.log.Debug("already reported", zap.String("path", path), zap.String("reason", reason))
+		l.w.log.V(1).Info("already reported", "path", path, "reason", reason)
 		return
 	}
 	l.reported[path] = key
@@ -567,16 +564,16 @@ func (l *loop) report(path, container, reason string, existing bool, pre *looked
 		Size: pre.info.Size, ModTime: pre.info.ModTime, Dev: pre.info.Dev, Inode: pre.info.Ino,
 		Report: pre.insp.rep, Err: pre.insp.err,
 	}
-	fields := []zap.Field{zap.String("path", path), zap.String("container", container), zap.String("reason", reason),
-		zap.Bool("complete", ev.Complete), zap.Bool("existing", existing), zap.Int64("size", ev.Size)}
+	fields := []any{"path", path, "container", container, "reason", reason,
+		"complete", ev.Complete, "existing", existing, "size", ev.Size}
 	switch {
 	case errors.Is(pre.insp.err, dumpfile.ErrNotRegular):
 		// The uploader refuses it with a log line of its own.
-		l.w.log.Debug("found something that is not a regular file", append(fields, zap.Error(pre.insp.err))...)
+		l.w.log.V(1).Info("found something that is not a regular file", append(fields, "error", pre.insp.err)...)
 	case pre.insp.err != nil:
-		l.w.log.Warn("finished file is not a readable heap dump", append(fields, zap.Error(pre.insp.err))...)
+		l.w.log.Info("finished file is not a readable heap dump", append(fields, "error", pre.insp.err)...)
 	case !ev.Complete:
-		l.w.log.Warn("finished file is an incomplete heap dump", append(fields, zap.String("why", pre.insp.rep.Reason))...)
+		l.w.log.Info("finished file is an incomplete heap dump", append(fields, "why", pre.insp.rep.Reason)...)
 	default:
 		l.w.log.Info("heap dump finished", fields...)
 	}
@@ -640,8 +637,8 @@ func (l *loop) handle(buf []byte) error {
 
 func (l *loop) event(wd int, mask uint32, name string) error {
 	if mask&unix.IN_Q_OVERFLOW != 0 {
-		l.w.log.Warn("inotify queue overflowed; rescanning (raise the sysctl fs.inotify.max_queued_events if this repeats)",
-			zap.String("dir", l.w.dir), zap.String("max_queued_events", sysctl("max_queued_events")))
+		l.w.log.Info("inotify queue overflowed; rescanning (raise the sysctl fs.inotify.max_queued_events if this repeats)",
+			"dir", l.w.dir, "max_queued_events", sysctl("max_queued_events"))
 		return l.scan(false)
 	}
 	if wd == l.rootWd {
@@ -714,7 +711,7 @@ func (l *loop) rootEvent(mask uint32, name string) error {
 // rootGone recreates and rewatches a dumps directory that was removed or
 // moved away.
 func (l *loop) rootGone() error {
-	l.w.log.Warn("the dumps directory was removed or moved; recreating it", zap.String("dir", l.w.dir))
+	l.w.log.Info("the dumps directory was removed or moved; recreating it", "dir", l.w.dir)
 	_, _ = unix.InotifyRmWatch(l.fd, uint32(l.rootWd))
 	l.rootWd = -1
 	for name := range l.wds {

@@ -16,10 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/testr"
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/dumpcatcher/dumpcatcher/sidecar/dumpfile"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof"
@@ -121,8 +121,8 @@ func start(t *testing.T, dir string, opts watch.Options) *recorder {
 
 func startWith(t *testing.T, dir string, opts watch.Options, rec *recorder) *recorder {
 	t.Helper()
-	if opts.Logger == nil {
-		opts.Logger = zaptest.NewLogger(t)
+	if opts.Logger.GetSink() == nil {
+		opts.Logger = testr.New(t)
 	}
 	ready := make(chan struct{})
 	opts.Ready = func() { close(ready) }
@@ -441,7 +441,7 @@ func TestQueueOverflowRescans(t *testing.T) {
 	}
 	root := t.TempDir()
 	app := mkdir(t, root, "app")
-	rec := startWith(t, root, watch.Options{QuietPeriod: time.Hour, Logger: zap.NewNop()}, newRecorder(true))
+	rec := startWith(t, root, watch.Options{QuietPeriod: time.Hour, Logger: logr.Discard()}, newRecorder(true))
 	data := hproftest.Synthetic(1, 10)
 	// The first file's event blocks the watcher while the others overflow
 	// its queue.

@@ -5,17 +5,21 @@ package config
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"slices"
 	"strings"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
+	"github.com/dumpcatcher/dumpcatcher/internal/fielderr"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/objectkey"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
@@ -134,22 +138,32 @@ func imageTag(version string) string {
 }
 
 // Load reads a YAML file over the defaults and validates the result. A key
-// the schema does not know is an error that names it.
+// the schema does not know is an error that names it. The problems of the
+// file are an *InvalidError naming the file on every line.
 func Load(file, version string) (Config, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return Config{}, fmt.Errorf("reading config: %w", err)
 	}
 	c, err := Parse(data, version)
-	if err != nil {
+	var ie *InvalidError
+	switch {
+	case errors.As(err, &ie):
+		ie.File = file
+		return Config{}, ie
+	case err != nil:
 		return Config{}, fmt.Errorf("config %s: %w", file, err)
 	}
 	return c, nil
 }
 
-// Parse decodes YAML over the defaults and validates the result.
+// Parse decodes YAML over the defaults and validates the result. Keys the
+// schema does not know, keys given twice and invalid values are an
+// *InvalidError with every one of them; YAML that does not decode into the
+// schema at all is a plain error.
 func Parse(data []byte, version string) (Config, error) {
 	c := Default(version)
+	var errs field.ErrorList
 	if len(bytes.TrimSpace(data)) > 0 {
 		// Sidecar resources given in the file replace the defaults whole.
 		var probe struct {
@@ -168,93 +182,140 @@ func Parse(data []byte, version string) (Config, error) {
 		if err != nil {
 			return Config{}, err
 		}
-		if len(strict) > 0 {
-			return Config{}, strict[0] // e.g. unknown field "sidecar.imag"
+		// The rest of the file decoded: its values are checked too.
+		for _, e := range strict {
+			errs = append(errs, strictError(e))
 		}
 	}
-	if err := c.Validate(); err != nil {
-		return Config{}, err
+	errs = append(errs, c.Validate()...)
+	if len(errs) > 0 {
+		return Config{}, &InvalidError{Errs: errs}
 	}
 	return c, nil
 }
 
-// Validate checks every field and names the first bad one.
-func (c Config) Validate() error {
+// strictError is a key the schema does not know (sigs.k8s.io/json's strict
+// errors carry its path) as a field error.
+func strictError(err error) *field.Error {
+	var fp interface{ FieldPath() string }
+	if !errors.As(err, &fp) {
+		return field.Invalid(field.NewPath("<file>"), field.OmitValueType{}, err.Error())
+	}
+	return field.Forbidden(field.NewPath(fp.FieldPath()), "unknown field: the configuration has no such key")
+}
+
+// InvalidError is every problem of a configuration.
+type InvalidError struct {
+	// File is the configuration file (empty: not read from a file).
+	File string
+	Errs field.ErrorList
+}
+
+// Error is one line per problem: the key's path (the file's name first
+// when there is one), then what is wrong.
+func (e *InvalidError) Error() string {
+	return fielderr.Lines(e.Errs, func(fe *field.Error) string {
+		if e.File != "" {
+			return "config " + e.File + ": " + fe.Field
+		}
+		return fe.Field
+	})
+}
+
+// Validate returns every problem of c, each with its key's path. The
+// destination's errors never repeat the URL, which may hold credentials.
+func (c Config) Validate() field.ErrorList {
+	var errs field.ErrorList
 	if c.Destination != "" {
 		if _, err := contract.ParseDestination(c.Destination); err != nil {
-			return fmt.Errorf("destination: %v", err)
+			errs = append(errs, field.Invalid(field.NewPath("destination"), field.OmitValueType{}, err.Error()))
 		}
 	}
 	if c.CredentialsSecret != "" {
-		if errs := validation.IsDNS1123Subdomain(c.CredentialsSecret); len(errs) > 0 {
-			return fmt.Errorf("credentialsSecret: %q is not a valid Secret name: %s", c.CredentialsSecret, strings.Join(errs, "; "))
+		if msgs := validation.IsDNS1123Subdomain(c.CredentialsSecret); len(msgs) > 0 {
+			errs = append(errs, field.Invalid(field.NewPath("credentialsSecret"), c.CredentialsSecret,
+				fmt.Sprintf("%q is not a valid Secret name: %s", c.CredentialsSecret, strings.Join(msgs, "; "))))
 		}
 	}
 	if !path.IsAbs(c.MountPath) || path.Clean(c.MountPath) != c.MountPath || c.MountPath == "/" || strings.ContainsAny(c.MountPath, " :") {
-		return fmt.Errorf("mountPath: %q must be a clean absolute path other than /, without spaces or colons", c.MountPath)
+		errs = append(errs, field.Invalid(field.NewPath("mountPath"), c.MountPath,
+			fmt.Sprintf("%q must be a clean absolute path other than /, without spaces or colons", c.MountPath)))
 	}
 	if c.SizeLimit != "" {
 		if err := ValidateSizeLimit(c.SizeLimit); err != nil {
-			return fmt.Errorf("sizeLimit: %v", err)
+			errs = append(errs, field.Invalid(field.NewPath("sizeLimit"), c.SizeLimit, err.Error()))
 		}
 	}
 	if !slices.Contains(contract.Policies(), c.PreStop) {
-		return fmt.Errorf("preStop: %q is not one of %s", c.PreStop, strings.Join(contract.Policies(), ", "))
+		errs = append(errs, notSupported(field.NewPath("preStop"), c.PreStop, contract.Policies()))
 	}
 	if c.MinTerminationGracePeriodSeconds < 0 || c.MinTerminationGracePeriodSeconds > 3600 {
-		return fmt.Errorf("minTerminationGracePeriodSeconds: %d is outside 0..3600", c.MinTerminationGracePeriodSeconds)
+		errs = append(errs, field.Invalid(field.NewPath("minTerminationGracePeriodSeconds"), c.MinTerminationGracePeriodSeconds,
+			fmt.Sprintf("%d is outside 0..3600", c.MinTerminationGracePeriodSeconds)))
 	}
 	if !slices.Contains([]string{NativeAuto, NativeAlways, NativeNever}, c.NativeSidecar) {
-		return fmt.Errorf("nativeSidecar: %q is not one of auto, always, never", c.NativeSidecar)
+		errs = append(errs, notSupported(field.NewPath("nativeSidecar"), c.NativeSidecar, []string{NativeAuto, NativeAlways, NativeNever}))
 	}
 	for i, ns := range c.ExcludedNamespaces {
-		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
-			return fmt.Errorf("excludedNamespaces[%d]: %q is not a namespace name: %s", i, ns, strings.Join(errs, "; "))
+		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+			errs = append(errs, field.Invalid(field.NewPath("excludedNamespaces").Index(i), ns,
+				fmt.Sprintf("%q is not a namespace name: %s", ns, strings.Join(msgs, "; "))))
 		}
 	}
+	sidecar := field.NewPath("sidecar")
 	if strings.TrimSpace(c.Sidecar.Image) == "" || strings.ContainsAny(c.Sidecar.Image, " \t") {
-		return fmt.Errorf("sidecar.image: %q is not an image reference", c.Sidecar.Image)
+		errs = append(errs, field.Invalid(sidecar.Child("image"), c.Sidecar.Image, fmt.Sprintf("%q is not an image reference", c.Sidecar.Image)))
 	}
 	switch c.Sidecar.ImagePullPolicy {
 	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
 	default:
-		return fmt.Errorf("sidecar.imagePullPolicy: %q is not one of Always, IfNotPresent, Never", c.Sidecar.ImagePullPolicy)
+		errs = append(errs, notSupported(sidecar.Child("imagePullPolicy"), string(c.Sidecar.ImagePullPolicy), []string{string(corev1.PullAlways), string(corev1.PullIfNotPresent), string(corev1.PullNever)}))
 	}
-	for name, q := range c.Sidecar.Resources.Requests {
+	for _, name := range slices.Sorted(maps.Keys(c.Sidecar.Resources.Requests)) {
+		q := c.Sidecar.Resources.Requests[name]
 		if lim, ok := c.Sidecar.Resources.Limits[name]; ok && q.Cmp(lim) > 0 {
-			return fmt.Errorf("sidecar.resources.requests.%s: %s is above the limit %s", name, q.String(), lim.String())
+			errs = append(errs, field.Invalid(sidecar.Child("resources", "requests", string(name)), q.String(),
+				fmt.Sprintf("%s is above the limit %s", q.String(), lim.String())))
 		}
 	}
-	return c.Upload.validate()
+	return append(errs, c.Upload.validate(field.NewPath("upload"))...)
 }
 
-func (u Upload) validate() error {
+// notSupported is a value not among valid, said as "%q is not one of a, b, c".
+func notSupported(p *field.Path, value string, valid []string) *field.Error {
+	e := field.NotSupported(p, value, valid)
+	e.Detail = fmt.Sprintf("%q is not one of %s", value, strings.Join(valid, ", "))
+	return e
+}
+
+func (u Upload) validate(p *field.Path) field.ErrorList {
+	var errs field.ErrorList
 	if u.Compression != "" {
 		if err := ValidateCompression(u.Compression); err != nil {
-			return fmt.Errorf("upload.compression: %v", err)
+			errs = append(errs, field.Invalid(p.Child("compression"), u.Compression, err.Error()))
 		}
 	}
 	if u.KeyTemplate != "" {
 		if _, err := objectkey.Parse(u.KeyTemplate); err != nil {
-			return fmt.Errorf("upload.keyTemplate: %v", err)
+			errs = append(errs, field.Invalid(p.Child("keyTemplate"), u.KeyTemplate, err.Error()))
 		}
 	}
 	if u.QuietPeriod != "" {
 		if _, err := contract.ParsePositiveDuration(u.QuietPeriod); err != nil {
-			return fmt.Errorf("upload.quietPeriod: %v", err)
+			errs = append(errs, field.Invalid(p.Child("quietPeriod"), u.QuietPeriod, err.Error()))
 		}
 	}
 	if u.DrainTimeout != "" {
 		if _, err := contract.ParsePositiveDuration(u.DrainTimeout); err != nil {
-			return fmt.Errorf("upload.drainTimeout: %v", err)
+			errs = append(errs, field.Invalid(p.Child("drainTimeout"), u.DrainTimeout, err.Error()))
 		}
 	}
 	if u.MetricsPort != 0 {
 		if err := ValidatePort(u.MetricsPort); err != nil {
-			return fmt.Errorf("upload.metricsPort: %v", err)
+			errs = append(errs, field.Invalid(p.Child("metricsPort"), u.MetricsPort, err.Error()))
 		}
 	}
-	return nil
+	return errs
 }
 
 // Changed returns the settings that differ from the uploader's own defaults

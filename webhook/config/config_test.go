@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 func TestParseDefaults(t *testing.T) {
@@ -66,43 +68,110 @@ upload:
 	}
 }
 
-func TestParseErrorsNameTheField(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"destnation: s3://x", `unknown field "destnation"`},
-		{"sidecar: {imag: x}", `unknown field "sidecar.imag"`},
-		{"destination: gs://bucket", `destination: unsupported scheme "gs"`},
-		{"credentialsSecret: Bad_Name", `credentialsSecret: "Bad_Name" is not a valid Secret name`},
-		{"mountPath: relative", `mountPath: "relative" must be a clean absolute path`},
-		{"mountPath: /", `mountPath: "/" must be`},
-		{"mountPath: /a b", `mountPath: "/a b" must be`},
-		{"sizeLimit: lots", `sizeLimit: "lots" is not a quantity`},
-		{"sizeLimit: \"0\"", `sizeLimit: "0" must be greater than zero`},
-		{"preStop: sometimes", `preStop: "sometimes" is not one of always, on-pressure, never`},
-		{"minTerminationGracePeriodSeconds: -1", `minTerminationGracePeriodSeconds: -1 is outside 0..3600`},
-		{"minTerminationGracePeriodSeconds: ten", `minTerminationGracePeriodSeconds`},
-		{"nativeSidecar: sometimes", `nativeSidecar: "sometimes" is not one of auto, always, never`},
-		{"excludedNamespaces: [Kube_System]", `excludedNamespaces[0]: "Kube_System" is not a namespace name`},
-		{"sidecar: {image: \"\"}", `sidecar.image: "" is not an image reference`},
-		{"sidecar: {imagePullPolicy: Sometimes}", `sidecar.imagePullPolicy: "Sometimes" is not one of Always, IfNotPresent, Never`},
-		{"sidecar: {resources: {requests: {memory: 1Gi}, limits: {memory: 64Mi}}}", `sidecar.resources.requests.memory: 1Gi is above the limit 64Mi`},
-		{"- a list", `cannot unmarshal`},
-		{"upload: {compresion: gzip}", `unknown field "upload.compresion"`},
-		{"upload: {compression: brotli}", `upload.compression: "brotli" is not one of gzip, zstd, none`},
-		{"upload: {keyTemplate: \"{namespace}/{nope}\"}", `upload.keyTemplate: key template "{namespace}/{nope}": unknown placeholder {nope}`},
-		{"upload: {keyTemplate: \"a b/{file}\"}", `upload.keyTemplate: key template "a b/{file}": character ' ' is not allowed`},
-		{"upload: {quietPeriod: \"2\"}", `upload.quietPeriod: "2" is not a positive duration`},
-		{"upload: {quietPeriod: 2}", `upload.quietPeriod of type string`},
-		{"upload: {quietPeriod: 0s}", `upload.quietPeriod: "0s" is not a positive duration`},
-		{"upload: {drainTimeout: soon}", `upload.drainTimeout: "soon" is not a positive duration`},
-		{"upload: {metricsPort: 70000}", `upload.metricsPort: 70000 is not a port number (1..65535)`},
-		{"upload: {metricsPort: -1}", `upload.metricsPort: -1 is not a port number`},
-		{"upload: {metricsPort: http}", `upload.metricsPort`},
+// TestParseErrors: every problem of a file is reported at once, each with
+// its key's path; YAML that does not fit the schema's types is one plain
+// error that names the key.
+func TestParseErrors(t *testing.T) {
+	p := field.NewPath
+	tests := []struct {
+		in    string
+		want  field.ErrorList
+		plain string // a decoding error instead, containing this
+	}{
+		{in: "destnation: s3://x", want: field.ErrorList{field.Forbidden(p("destnation"), unknownKey)}},
+		{in: "sidecar: {imag: x}", want: field.ErrorList{field.Forbidden(p("sidecar.imag"), unknownKey)}},
+		{in: "destination: gs://bucket", want: field.ErrorList{field.Invalid(p("destination"), field.OmitValueType{}, `unsupported scheme "gs"; want s3://bucket/prefix or file:///path`)}},
+		{in: "credentialsSecret: Bad_Name", want: field.ErrorList{field.Invalid(p("credentialsSecret"), "Bad_Name",
+			`"Bad_Name" is not a valid Secret name: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')`)}},
+		{in: "mountPath: relative", want: field.ErrorList{field.Invalid(p("mountPath"), "relative", `"relative" must be a clean absolute path other than /, without spaces or colons`)}},
+		{in: "mountPath: /", want: field.ErrorList{field.Invalid(p("mountPath"), "/", `"/" must be a clean absolute path other than /, without spaces or colons`)}},
+		{in: "mountPath: /a b", want: field.ErrorList{field.Invalid(p("mountPath"), "/a b", `"/a b" must be a clean absolute path other than /, without spaces or colons`)}},
+		{in: "sizeLimit: lots", want: field.ErrorList{field.Invalid(p("sizeLimit"), "lots", `"lots" is not a quantity such as 4Gi`)}},
+		{in: "sizeLimit: \"0\"", want: field.ErrorList{field.Invalid(p("sizeLimit"), "0", `"0" must be greater than zero`)}},
+		{in: "preStop: sometimes", want: field.ErrorList{notSupportedErr("preStop", "sometimes", `"sometimes" is not one of always, on-pressure, never`)}},
+		{in: "minTerminationGracePeriodSeconds: -1", want: field.ErrorList{field.Invalid(p("minTerminationGracePeriodSeconds"), int64(-1), `-1 is outside 0..3600`)}},
+		{in: "minTerminationGracePeriodSeconds: ten", plain: `minTerminationGracePeriodSeconds of type int64`},
+		{in: "nativeSidecar: sometimes", want: field.ErrorList{notSupportedErr("nativeSidecar", "sometimes", `"sometimes" is not one of auto, always, never`)}},
+		{in: "excludedNamespaces: [ok, Kube_System]", want: field.ErrorList{field.Invalid(p("excludedNamespaces").Index(1), "Kube_System",
+			`"Kube_System" is not a namespace name: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')`)}},
+		{in: "sidecar: {image: \"\"}", want: field.ErrorList{field.Invalid(p("sidecar", "image"), "", `"" is not an image reference`)}},
+		{in: "sidecar: {imagePullPolicy: Sometimes}", want: field.ErrorList{notSupportedErr("sidecar.imagePullPolicy", "Sometimes", `"Sometimes" is not one of Always, IfNotPresent, Never`)}},
+		{in: "sidecar: {resources: {requests: {memory: 1Gi, cpu: 2}, limits: {memory: 64Mi, cpu: 1}}}", want: field.ErrorList{
+			field.Invalid(p("sidecar", "resources", "requests", "cpu"), "2", `2 is above the limit 1`),
+			field.Invalid(p("sidecar", "resources", "requests", "memory"), "1Gi", `1Gi is above the limit 64Mi`),
+		}},
+		{in: "- a list", plain: `cannot unmarshal`},
+		{in: "upload: {compresion: gzip}", want: field.ErrorList{field.Forbidden(p("upload.compresion"), unknownKey)}},
+		{in: "upload: {compression: brotli}", want: field.ErrorList{field.Invalid(p("upload", "compression"), "brotli", `"brotli" is not one of gzip, zstd, none`)}},
+		{in: "upload: {keyTemplate: \"{namespace}/{nope}\"}", want: field.ErrorList{field.Invalid(p("upload", "keyTemplate"), "{namespace}/{nope}", `key template "{namespace}/{nope}": unknown placeholder {nope}; known: {namespace}, {workload}, {pod}, {container}, {node}, {reason}, {file}, {time}, {date}`)}},
+		{in: "upload: {keyTemplate: \"a b/{file}\"}", want: field.ErrorList{field.Invalid(p("upload", "keyTemplate"), "a b/{file}", `key template "a b/{file}": character ' ' is not allowed outside placeholders (use letters, digits, . _ - and /)`)}},
+		{in: "upload: {quietPeriod: \"2\"}", want: field.ErrorList{field.Invalid(p("upload", "quietPeriod"), "2", `"2" is not a positive duration such as 25s or 2m`)}},
+		{in: "upload: {quietPeriod: 2}", plain: `upload.quietPeriod of type string`},
+		{in: "upload: {quietPeriod: 0s}", want: field.ErrorList{field.Invalid(p("upload", "quietPeriod"), "0s", `"0s" is not a positive duration such as 25s or 2m`)}},
+		{in: "upload: {drainTimeout: soon}", want: field.ErrorList{field.Invalid(p("upload", "drainTimeout"), "soon", `"soon" is not a positive duration such as 25s or 2m`)}},
+		{in: "upload: {metricsPort: 70000}", want: field.ErrorList{field.Invalid(p("upload", "metricsPort"), int32(70000), `70000 is not a port number (1..65535)`)}},
+		{in: "upload: {metricsPort: -1}", want: field.ErrorList{field.Invalid(p("upload", "metricsPort"), int32(-1), `-1 is not a port number (1..65535)`)}},
+		{in: "upload: {metricsPort: http}", plain: `upload.metricsPort of type int32`},
+		// Every problem at once, unknown keys included, in the order of the keys.
+		{in: "destination: gs://b\nprestop: always\npreStop: sometimes\nmountPath: rel\nexcludedNamespaces: [A, b, C]\nsidecar: {imagePullPolicy: Maybe}\nupload: {compression: lz4, metricsPort: 0, drainTimeout: 0s}\n",
+			want: field.ErrorList{
+				field.Forbidden(p("prestop"), unknownKey),
+				field.Invalid(p("destination"), field.OmitValueType{}, `unsupported scheme "gs"; want s3://bucket/prefix or file:///path`),
+				field.Invalid(p("mountPath"), "rel", `"rel" must be a clean absolute path other than /, without spaces or colons`),
+				notSupportedErr("preStop", "sometimes", `"sometimes" is not one of always, on-pressure, never`),
+				field.Invalid(p("excludedNamespaces").Index(0), "A", `"A" is not a namespace name: `+dns1123Label),
+				field.Invalid(p("excludedNamespaces").Index(2), "C", `"C" is not a namespace name: `+dns1123Label),
+				notSupportedErr("sidecar.imagePullPolicy", "Maybe", `"Maybe" is not one of Always, IfNotPresent, Never`),
+				field.Invalid(p("upload", "compression"), "lz4", `"lz4" is not one of gzip, zstd, none`),
+				field.Invalid(p("upload", "drainTimeout"), "0s", `"0s" is not a positive duration such as 25s or 2m`),
+			}},
 	}
 	for _, tt := range tests {
 		_, err := Parse([]byte(tt.in), "v1")
-		if err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("Parse(%q) error = %v, want it to contain %q", tt.in, err, tt.want)
+		var ie *InvalidError
+		switch {
+		case tt.plain != "":
+			if err == nil || errors.As(err, &ie) || !strings.Contains(err.Error(), tt.plain) {
+				t.Errorf("Parse(%q) error = %v, want a decoding error containing %q", tt.in, err, tt.plain)
+			}
+		case !errors.As(err, &ie):
+			t.Errorf("Parse(%q) error = %v, want an *InvalidError", tt.in, err)
+		default:
+			if diff := cmp.Diff(tt.want, ie.Errs); diff != "" {
+				t.Errorf("Parse(%q) errors (-want +got):\n%s", tt.in, diff)
+			}
 		}
+	}
+}
+
+const (
+	unknownKey   = "unknown field: the configuration has no such key"
+	dns1123Label = `a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')`
+)
+
+func notSupportedErr(path, value, detail string) *field.Error {
+	return &field.Error{Type: field.ErrorTypeNotSupported, Field: path, BadValue: value, Detail: detail}
+}
+
+// TestInvalidErrorLines: one line per problem, the key's path first, and
+// the file on every line when there is one.
+func TestInvalidErrorLines(t *testing.T) {
+	in := "preStop: sometimes\nupload: {compression: lz4}\n"
+	_, err := Parse([]byte(in), "v1")
+	want := `preStop: "sometimes" is not one of always, on-pressure, never` + "\n" +
+		`upload.compression: "lz4" is not one of gzip, zstd, none`
+	if err == nil || err.Error() != want {
+		t.Errorf("Parse error:\n%v\nwant:\n%s", err, want)
+	}
+	file := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(file, []byte(in), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(file, "v1")
+	want = "config " + file + `: preStop: "sometimes" is not one of always, on-pressure, never` + "\n" +
+		"config " + file + `: upload.compression: "lz4" is not one of gzip, zstd, none`
+	if err == nil || err.Error() != want {
+		t.Errorf("Load error:\n%v\nwant:\n%s", err, want)
 	}
 }
 
