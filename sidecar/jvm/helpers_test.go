@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/realpart"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof/hproftest"
 )
 
@@ -74,24 +75,14 @@ func setupJDK() jdk {
 // DUMPCATCHER_REQUIRE_REAL is set.
 func needJDK(t *testing.T) jdk {
 	t.Helper()
-	if testJDK.err != nil {
-		if os.Getenv(hproftest.EnvRequireReal) != "" {
-			t.Fatalf("a JDK is required (%s is set): %v", hproftest.EnvRequireReal, testJDK.err)
-		}
-		t.Skipf("no JDK (set %s to make this a failure): %v", hproftest.EnvRequireReal, testJDK.err)
-	}
+	realpart.Require(t, fmt.Sprintf("a JDK is needed (install one, 17 or later): %v", testJDK.err), testJDK.err == nil)
 	return testJDK
 }
 
 // needRoot skips tests that switch uids.
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv(hproftest.EnvRequireReal) != "" {
-			t.Fatalf("this test must run as root (%s is set)", hproftest.EnvRequireReal)
-		}
-		t.Skip("needs root")
-	}
+	realpart.Root(t)
 }
 
 // openDir returns a fresh directory every uid may write into (like the

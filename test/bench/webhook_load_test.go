@@ -29,7 +29,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/apiserver"
 	"github.com/dumpcatcher/dumpcatcher/webhook/admission"
 	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -37,7 +37,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 )
 
@@ -149,33 +148,13 @@ type webhookProc struct {
 // enabled, and the real webhook binary pointed at it.
 func startWebhook(b *testing.B) *webhookProc {
 	b.Helper()
-	assets := os.Getenv(miniotest.EnvAssets)
-	if assets == "" {
-		missing(b, "%s is not set: no kube-apiserver for the webhook's namespace cache", miniotest.EnvAssets)
-	}
-	env := &envtest.Environment{BinaryAssetsDirectory: assets}
-	cfg, err := env.Start()
-	if err != nil {
-		b.Fatalf("starting kube-apiserver: %v", err)
-	}
-	b.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			b.Errorf("stopping kube-apiserver: %v", err)
-		}
-	})
-	_, err = kubernetes.NewForConfigOrDie(cfg).CoreV1().Namespaces().Create(context.Background(),
+	api := apiserver.Start(b, apiserver.Options{})
+	_, err := kubernetes.NewForConfigOrDie(api.Config).CoreV1().Namespaces().Create(context.Background(),
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{inject.LabelInject: inject.LabelEnabled}}}, metav1.CreateOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	user, err := env.AddUser(envtest.User{Name: "dumpcatcher-webhook", Groups: []string{"system:masters"}}, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	kubeconfig, err := user.KubeConfig()
-	if err != nil {
-		b.Fatal(err)
-	}
+	kubeconfig := api.Kubeconfig(b, "dumpcatcher-webhook", "system:masters")
 
 	dir := b.TempDir()
 	certDir := filepath.Join(dir, "tls")
