@@ -4,17 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -30,6 +24,7 @@ import (
 	"time"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/apiserver"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/certs"
 	"github.com/dumpcatcher/dumpcatcher/webhook/admission"
 	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -161,9 +156,9 @@ func startWebhook(b *testing.B) *webhookProc {
 	if err := os.Mkdir(certDir, 0o700); err != nil {
 		b.Fatal(err)
 	}
-	certPEM, keyPEM := selfSignedCert(b)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(certPEM)
+	ca := certs.NewNamedCA(b, "dumpcatcher-webhook bench CA")
+	serving := ca.Serving(b, "127.0.0.1")
+	certPEM, keyPEM, pool := serving.CertPEM, serving.KeyPEM, ca.Pool()
 	for name, data := range map[string][]byte{
 		"kubeconfig":  kubeconfig,
 		"config.yaml": []byte("destination: s3://heap-dumps/bench?endpoint=http://minio.minio.svc:9000&path-style=true\ncredentialsSecret: dumpcatcher-s3\nsidecar: {image: registry.example/dumpcatcher:bench}\n"),
@@ -440,28 +435,4 @@ func freePort(b testing.TB) int {
 		b.Fatal(err)
 	}
 	return n
-}
-
-// selfSignedCert is a serving certificate for 127.0.0.1.
-func selfSignedCert(b testing.TB) (certPEM, keyPEM []byte) {
-	b.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "dumpcatcher-webhook"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature, IsCA: true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		b.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }

@@ -2,18 +2,12 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -24,6 +18,7 @@ import (
 	"time"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/apiserver"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/certs"
 	"github.com/dumpcatcher/dumpcatcher/test/chart/render"
 	"github.com/dumpcatcher/dumpcatcher/webhook/config"
 	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
@@ -359,7 +354,8 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 		origCert, _ := os.ReadFile(filepath.Join(dir, "tls.crt"))
 		origKey, _ := os.ReadFile(filepath.Join(dir, "tls.key"))
 		before := servedFingerprint(t, addr)
-		newCert, newKey := selfSigned(t)
+		rotated := certs.NewNamedCA(t, "rotated").Serving(t, "127.0.0.1")
+		newCert, newKey := rotated.CertPEM, rotated.KeyPEM
 		writeKeyPair(t, dir, newCert, newKey)
 		want := fingerprintPEM(t, newCert)
 		waitFor(t, 30*time.Second, "new certificate served", func() error {
@@ -430,28 +426,6 @@ func fingerprintPEM(t testing.TB, certPEM []byte) [32]byte {
 		t.Fatal("bad PEM")
 	}
 	return sha256.Sum256(b.Bytes)
-}
-
-func selfSigned(t testing.TB) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "rotated"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }
 
 // writeKeyPair replaces both files the way cert-manager's Secret volume

@@ -34,6 +34,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/certs"
 	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/realpart"
 )
 
@@ -127,11 +128,12 @@ func Start(t testing.TB, opts Options) *Server {
 		}
 	}
 	if s.tls {
-		ca, err := writeCerts(s.certsDir)
-		if err != nil {
-			t.Fatalf("generating certificates: %v", err)
-		}
-		s.CAFile = ca
+		// The server pair where minio expects it (certsDir/public.crt and
+		// private.key), the CA next to certsDir.
+		pair := certs.NewCA(t).Serving(t, "127.0.0.1", "localhost")
+		pair.WriteAs(t, s.certsDir, "public.crt", "private.key", "")
+		s.CAFile = filepath.Join(filepath.Dir(s.certsDir), "ca.crt")
+		pair.WriteAs(t, filepath.Dir(s.certsDir), "", "", "ca.crt")
 	}
 	t.Cleanup(func() {
 		if err := s.Stop(); err != nil {
