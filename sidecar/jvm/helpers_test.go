@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/realpart"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof/hproftest"
 )
@@ -37,6 +39,13 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if testJDK.classes != "" {
 		os.RemoveAll(testJDK.classes)
+	}
+	if code == 0 {
+		// As goleak.VerifyTestMain, which would exit before the cleanup.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }

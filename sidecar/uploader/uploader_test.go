@@ -466,8 +466,12 @@ func TestOutageThenRecovery(t *testing.T) {
 	if !bytes.Equal(objs[0].data, data) {
 		t.Fatal("content differs after the outage")
 	}
-	if up := testutil.ToFloat64(m.storageUp); up != 1 {
-		t.Errorf("storage_up=%v after recovery", up)
+	// The object is visible before Put returns and the uploader sees the
+	// store is back.
+	for deadline := time.Now().Add(5 * time.Second); testutil.ToFloat64(m.storageUp) != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("storage_up=%v 5s after recovery", testutil.ToFloat64(m.storageUp))
+		}
 	}
 	spoolEmpty(t, r)
 	r.shutdown(t)

@@ -24,6 +24,7 @@ import (
 	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
 	"github.com/go-logr/logr"
 	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
 	"go.uber.org/zap/zapcore"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -193,7 +194,7 @@ var optIn = map[string]string{inject.AnnotationInject: "true"}
 func TestMain(m *testing.M) {
 	// controller-runtime's packages log through its global logger.
 	ctrllog.SetLogger(crzap.New(crzap.WriteTo(os.Stderr), crzap.Level(zapcore.WarnLevel)))
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 func TestWebhookAgainstAPIServer(t *testing.T) {
