@@ -33,7 +33,7 @@ const (
 )
 
 // Fix is what the skip and failure messages tell the reader to run.
-const Fix = "run `make test`, or `make tools` and set KUBEBUILDER_ASSETS=$(test/tools/install.sh)"
+const Fix = "run `make test` (it builds the tools and sets KUBEBUILDER_ASSETS), or set KUBEBUILDER_ASSETS=$(bash test/tools/install.sh)"
 
 // Required reports whether missing parts fail tests (EnvRequireReal is set).
 func Required() bool { return os.Getenv(EnvRequireReal) != "" }
