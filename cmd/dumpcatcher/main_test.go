@@ -268,6 +268,7 @@ func TestSIGKILLMidUploadThenRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer o.Close() // else minio-go's reader goroutine outlives the test (goleak)
 	got := sha256.New()
 	if _, err := io.Copy(got, o); err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/realpart"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof/hproftest"
 )
 
@@ -217,16 +218,13 @@ func startJVMOtherMountNS(t *testing.T) int {
 	if os.Getuid() != 0 {
 		t.Skip("needs root for a mount namespace")
 	}
-	java, err := exec.LookPath("java")
-	if err != nil {
-		t.Skip(err)
-	}
+	java, javac := realpart.Java(t)
 	classes := t.TempDir()
 	src := filepath.Join(classes, "Hold.java")
 	if err := os.WriteFile(src, []byte(hproftest.HoldProgram), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("javac", "-d", classes, src).CombinedOutput(); err != nil {
+	if out, err := exec.Command(javac, "-d", classes, src).CombinedOutput(); err != nil {
 		t.Fatalf("javac: %v\n%s", err, out)
 	}
 	cmd := exec.Command(java, "-Xmx64m", "-cp", classes, "Hold", "4")

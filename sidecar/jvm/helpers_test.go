@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/realpart"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof/hproftest"
 )
 
@@ -36,6 +39,13 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if testJDK.classes != "" {
 		os.RemoveAll(testJDK.classes)
+	}
+	if code == 0 {
+		// As goleak.VerifyTestMain, which would exit before the cleanup.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }
@@ -74,24 +84,14 @@ func setupJDK() jdk {
 // DUMPCATCHER_REQUIRE_REAL is set.
 func needJDK(t *testing.T) jdk {
 	t.Helper()
-	if testJDK.err != nil {
-		if os.Getenv(hproftest.EnvRequireReal) != "" {
-			t.Fatalf("a JDK is required (%s is set): %v", hproftest.EnvRequireReal, testJDK.err)
-		}
-		t.Skipf("no JDK (set %s to make this a failure): %v", hproftest.EnvRequireReal, testJDK.err)
-	}
+	realpart.Require(t, fmt.Sprintf("a JDK is needed (install one, 17 or later): %v", testJDK.err), testJDK.err == nil)
 	return testJDK
 }
 
 // needRoot skips tests that switch uids.
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv(hproftest.EnvRequireReal) != "" {
-			t.Fatalf("this test must run as root (%s is set)", hproftest.EnvRequireReal)
-		}
-		t.Skip("needs root")
-	}
+	realpart.Root(t)
 }
 
 // openDir returns a fresh directory every uid may write into (like the

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/dumpcatcher/dumpcatcher/sidecar/objectkey"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/spool"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/memory"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
 	"github.com/go-logr/logr/testr"
 	"github.com/go-logr/zapr"
@@ -180,9 +183,31 @@ func decode(t *testing.T, r io.Reader, enc string) []byte {
 
 func waitObjects(t *testing.T, srv *miniotest.Server, n int, within time.Duration) []object {
 	t.Helper()
+	return waitList(t, func() []object { return objects(t, srv) }, n, within, 100*time.Millisecond)
+}
+
+// memObjects lists and decodes every object of the in-memory bucket.
+func memObjects(t *testing.T, b *memory.Bucket) []object {
+	t.Helper()
+	var out []object
+	for _, o := range b.Objects() {
+		out = append(out, object{key: o.Key, meta: o.Info.Metadata, data: decode(t, bytes.NewReader(o.Data), o.Info.Metadata["encoding"])})
+	}
+	return out
+}
+
+func waitMemObjects(t *testing.T, b *memory.Bucket, n int, within time.Duration) []object {
+	t.Helper()
+	return waitList(t, func() []object { return memObjects(t, b) }, n, within, 10*time.Millisecond)
+}
+
+// waitList waits until list, called every poll, returns n objects and
+// returns them; fewer after within, or more, fail the test.
+func waitList(t *testing.T, list func() []object, n int, within, poll time.Duration) []object {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		objs := objects(t, srv)
+		objs := list()
 		if len(objs) >= n || time.Now().After(deadline) {
 			if len(objs) != n {
 				keys := []string{}
@@ -193,9 +218,25 @@ func waitObjects(t *testing.T, srv *miniotest.Server, n int, within time.Duratio
 			}
 			return objs
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(poll)
 	}
 }
+
+// waitCalls waits until b has seen at least n calls of op.
+func waitCalls(t *testing.T, b *memory.Bucket, op memory.Op, n int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for b.Calls(op) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d %s calls within %v, want at least %d", b.Calls(op), op, within, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// errOutage is what the in-memory bucket's hooks fail calls with, as a
+// store that is down would.
+var errOutage = errors.New("dial tcp 127.0.0.1:9000: connect: connection refused")
 
 func spoolEmpty(t *testing.T, r *rig) {
 	t.Helper()
@@ -317,15 +358,17 @@ func writeDump(t *testing.T, path string, data []byte) {
 	}
 }
 
+// TestSameNameTwiceAndTenAtOnce: a second dump of the same name and ten at
+// once are all delivered intact (uploader logic: the in-memory bucket).
 func TestSameNameTwiceAndTenAtOnce(t *testing.T) {
-	srv, bucket, _ := startMinIO(t)
+	bucket := memory.New("dumps")
 	r := startUploader(t, bucket, func(o *Options) { o.Compression = CompressionZstd; o.Workers = 2 })
 	first, second := hproftest.Synthetic(3, 64<<10), hproftest.Synthetic(4, 64<<10)
 	path := filepath.Join(r.dumps, "app", "java_pid1.hprof")
 	writeDump(t, path, first)
-	waitObjects(t, srv, 1, 20*time.Second)
+	waitMemObjects(t, bucket, 1, 20*time.Second)
 	writeDump(t, path, second) // the JVM after a restart: same pid, same name
-	objs := waitObjects(t, srv, 2, 20*time.Second)
+	objs := waitMemObjects(t, bucket, 2, 20*time.Second)
 	got := [][]byte{objs[0].data, objs[1].data}
 	if !(bytes.Equal(got[0], first) && bytes.Equal(got[1], second) || bytes.Equal(got[1], first) && bytes.Equal(got[0], second)) {
 		t.Fatalf("the two dumps of one name did not both arrive intact")
@@ -341,7 +384,7 @@ func TestSameNameTwiceAndTenAtOnce(t *testing.T) {
 		go func() { defer wg.Done(); writeDump(t, p, data) }()
 	}
 	wg.Wait()
-	objs = waitObjects(t, srv, 12, 30*time.Second)
+	objs = waitMemObjects(t, bucket, 12, 30*time.Second)
 	for _, o := range objs {
 		if w, ok := want[o.meta["container"]]; ok {
 			if !bytes.Equal(o.data, w) {
@@ -393,6 +436,116 @@ func TestStorageOutageMidUpload(t *testing.T) {
 		if up.Err == nil {
 			t.Errorf("incomplete multipart upload left: %s", up.Key)
 		}
+	}
+	spoolEmpty(t, r)
+	r.shutdown(t)
+}
+
+// TestOutageThenRecovery: while every call to the store fails, the dump
+// stays in the spool and is retried with backoff (failures counted,
+// storage_up 0); once the store answers again it is delivered, once, and
+// storage_up is 1. The retry logic of TestStorageOutageMidUpload and
+// TestWrongCredentialsThenFixed without MinIO: a fault hook is the outage.
+func TestOutageThenRecovery(t *testing.T) {
+	bucket := memory.New("dumps")
+	bucket.SetHook(memory.Fail(errOutage))
+	m := newMetrics(t)
+	r := startUploader(t, bucket, func(o *Options) { o.Metrics = m })
+	data := hproftest.Synthetic(2, 1024)
+	writeDump(t, filepath.Join(r.dumps, "app", "java_pid1.hprof"), data)
+	waitCalls(t, bucket, memory.OpStat, 4, 20*time.Second) // each attempt starts with a Stat (uniqueKey)
+	if f, up := testutil.ToFloat64(m.failures), testutil.ToFloat64(m.storageUp); f < 3 || up != 0 {
+		t.Errorf("failures=%v storage_up=%v during the outage; want at least 3 and 0", f, up)
+	}
+	if objs := memObjects(t, bucket); len(objs) != 0 {
+		t.Fatalf("delivered during the outage: %v", objs)
+	}
+	if left, _ := filepath.Glob(filepath.Join(r.root, ".spool", "*.data")); len(left) != 1 {
+		t.Fatalf("the dump is not kept in the spool while storage fails: %v", left)
+	}
+	bucket.SetHook(nil)
+	objs := waitMemObjects(t, bucket, 1, 20*time.Second)
+	if !bytes.Equal(objs[0].data, data) {
+		t.Fatal("content differs after the outage")
+	}
+	// The object is visible before Put returns and the uploader sees the
+	// store is back.
+	for deadline := time.Now().Add(5 * time.Second); testutil.ToFloat64(m.storageUp) != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("storage_up=%v 5s after recovery", testutil.ToFloat64(m.storageUp))
+		}
+	}
+	spoolEmpty(t, r)
+	r.shutdown(t)
+	if objs := memObjects(t, bucket); len(objs) != 1 {
+		t.Errorf("%d objects, want 1", len(objs))
+	}
+}
+
+// TestFailureAtEndOfUploadIsRetried: the store fails an upload after it
+// received the whole stream; the retry sends the dump again from the spool
+// and it arrives once, intact.
+func TestFailureAtEndOfUploadIsRetried(t *testing.T) {
+	for _, comp := range []string{CompressionNone, CompressionZstd} {
+		t.Run(comp, func(t *testing.T) {
+			bucket := memory.New("dumps")
+			var failed atomic.Bool
+			bucket.SetHook(func(_ context.Context, op memory.Op, _ string) error {
+				if op == memory.OpPutCommit && failed.CompareAndSwap(false, true) {
+					return errOutage
+				}
+				return nil
+			})
+			m := newMetrics(t)
+			r := startUploader(t, bucket, func(o *Options) { o.Compression = comp; o.Metrics = m })
+			data := append(hproftest.Synthetic(5, 1<<20), randomBytes(t, 4096)...)
+			writeDump(t, filepath.Join(r.dumps, "app", "java_pid1.hprof"), data)
+			objs := waitMemObjects(t, bucket, 1, 20*time.Second)
+			if !bytes.Equal(objs[0].data, data) {
+				t.Fatal("content differs after the retry")
+			}
+			if n := bucket.Calls(memory.OpPut); n != 2 {
+				t.Errorf("%d Put calls, want 2 (the failed one and its retry)", n)
+			}
+			if f := testutil.ToFloat64(m.failures); f != 1 {
+				t.Errorf("failures=%v, want 1", f)
+			}
+			spoolEmpty(t, r)
+			r.shutdown(t)
+		})
+	}
+}
+
+// TestStalledStoreDoesNotHoldTheStop: a store that stops answering in the
+// middle of an upload does not keep the uploader past its drain: the upload
+// is aborted when the drain ends, the dump stays in the spool, and the next
+// uploader delivers it.
+func TestStalledStoreDoesNotHoldTheStop(t *testing.T) {
+	bucket := memory.New("dumps")
+	release := make(chan struct{})
+	defer close(release)
+	bucket.SetHook(memory.Stall(release, memory.OpPut))
+	const drain = 500 * time.Millisecond
+	r := startUploader(t, bucket, func(o *Options) { o.Drain = drain })
+	data := hproftest.Synthetic(3, 4096)
+	writeDump(t, filepath.Join(r.dumps, "app", "java_pid1.hprof"), data)
+	waitCalls(t, bucket, memory.OpPut, 1, 20*time.Second)
+	start := time.Now()
+	r.shutdown(t)
+	if took := time.Since(start); took > drain+5*time.Second {
+		t.Errorf("stopping took %s with a stalled store, drain is %s", took, drain)
+	}
+	if left, _ := filepath.Glob(filepath.Join(r.root, ".spool", "*.data")); len(left) != 1 {
+		t.Fatalf("spool after a stop with a stalled store: %v", left)
+	}
+	if objs := memObjects(t, bucket); len(objs) != 0 {
+		t.Fatalf("delivered although the store stalled: %v", objs)
+	}
+	bucket.SetHook(nil)
+	r.start(t, nil)
+	objs := waitMemObjects(t, bucket, 1, 20*time.Second)
+	if !bytes.Equal(objs[0].data, data) {
+		t.Fatal("content differs")
 	}
 	spoolEmpty(t, r)
 	r.shutdown(t)
@@ -495,31 +648,27 @@ func newMetrics(t *testing.T) *Metrics {
 
 // TestRestartResumes: an uploader stopped before it could deliver (storage
 // down, drain over) leaves the dump in the spool; the next one delivers it,
-// once.
+// once. The outage is the in-memory bucket failing every call.
 func TestRestartResumes(t *testing.T) {
-	srv, bucket, _ := startMinIO(t)
-	if err := srv.Stop(); err != nil {
-		t.Fatal(err)
-	}
+	bucket := memory.New("dumps")
+	bucket.SetHook(memory.Fail(errOutage))
 	r := startUploader(t, bucket, func(o *Options) { o.Drain = 500 * time.Millisecond })
 	data := hproftest.Synthetic(3, 4096)
 	writeDump(t, filepath.Join(r.dumps, "app", "java_pid1.hprof"), data)
-	time.Sleep(time.Second)
+	waitCalls(t, bucket, memory.OpStat, 1, 20*time.Second) // an attempt was made
 	r.shutdown(t)
 	if left, _ := filepath.Glob(filepath.Join(r.root, ".spool", "*.data")); len(left) != 1 {
 		t.Fatalf("spool after a stop with storage down: %v", left)
 	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
+	bucket.SetHook(nil)
 	r.start(t, nil)
-	objs := waitObjects(t, srv, 1, 20*time.Second)
+	objs := waitMemObjects(t, bucket, 1, 20*time.Second)
 	if !bytes.Equal(objs[0].data, data) {
 		t.Fatal("content differs")
 	}
 	spoolEmpty(t, r)
 	r.shutdown(t)
-	if objs := objects(t, srv); len(objs) != 1 {
+	if objs := memObjects(t, bucket); len(objs) != 1 {
 		t.Errorf("%d objects after the restart, want 1", len(objs))
 	}
 }
@@ -528,7 +677,7 @@ func TestRestartResumes(t *testing.T) {
 // spool directory is replaced by a file; in life: a full disk); the dump
 // stays in place, and once the spool works again it is claimed and delivered.
 func TestClaimFailureIsRetried(t *testing.T) {
-	srv, bucket, _ := startMinIO(t)
+	bucket := memory.New("dumps")
 	r := startUploader(t, bucket, nil)
 	sp := filepath.Join(r.root, ".spool")
 	if err := os.Rename(sp, sp+".away"); err != nil {
@@ -542,7 +691,7 @@ func TestClaimFailureIsRetried(t *testing.T) {
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("the dump left its place although it could not be claimed: %v", err)
 	}
-	if objs := objects(t, srv); len(objs) != 0 {
+	if objs := memObjects(t, bucket); len(objs) != 0 {
 		t.Fatal("uploaded without a claim")
 	}
 	if err := os.Remove(sp); err != nil {
@@ -551,7 +700,7 @@ func TestClaimFailureIsRetried(t *testing.T) {
 	if err := os.Rename(sp+".away", sp); err != nil {
 		t.Fatal(err)
 	}
-	objs := waitObjects(t, srv, 1, 20*time.Second)
+	objs := waitMemObjects(t, bucket, 1, 20*time.Second)
 	if !bytes.Equal(objs[0].data, data) {
 		t.Fatal("content differs")
 	}

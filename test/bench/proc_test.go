@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/realpart"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
 	"github.com/minio/minio-go/v7"
 )
@@ -54,25 +55,11 @@ const (
 // DUMPCATCHER_REQUIRE_REAL is set.
 func missing(b testing.TB, format string, args ...any) {
 	b.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv(miniotest.EnvRequireReal) != "" {
-		b.Fatalf("%s (%s is set)", msg, miniotest.EnvRequireReal)
-	}
-	b.Skip(msg)
+	realpart.Missing(b, format, args...)
 }
 
 // toolBinary returns the path of a binary test/tools/install.sh builds, or "".
-func toolBinary(name string) string {
-	for _, env := range []string{miniotest.EnvToolsBin, miniotest.EnvAssets} {
-		if dir := os.Getenv(env); dir != "" {
-			p := filepath.Join(dir, name)
-			if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-				return p
-			}
-		}
-	}
-	return ""
-}
+func toolBinary(name string) string { return realpart.Find(name) }
 
 func reps() int {
 	if n, err := strconv.Atoi(os.Getenv(envReps)); err == nil && n > 0 {

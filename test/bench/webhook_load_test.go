@@ -4,17 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -29,7 +23,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/apiserver"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/certs"
 	"github.com/dumpcatcher/dumpcatcher/webhook/admission"
 	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -37,7 +32,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 )
 
@@ -149,42 +143,22 @@ type webhookProc struct {
 // enabled, and the real webhook binary pointed at it.
 func startWebhook(b *testing.B) *webhookProc {
 	b.Helper()
-	assets := os.Getenv(miniotest.EnvAssets)
-	if assets == "" {
-		missing(b, "%s is not set: no kube-apiserver for the webhook's namespace cache", miniotest.EnvAssets)
-	}
-	env := &envtest.Environment{BinaryAssetsDirectory: assets}
-	cfg, err := env.Start()
-	if err != nil {
-		b.Fatalf("starting kube-apiserver: %v", err)
-	}
-	b.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			b.Errorf("stopping kube-apiserver: %v", err)
-		}
-	})
-	_, err = kubernetes.NewForConfigOrDie(cfg).CoreV1().Namespaces().Create(context.Background(),
+	api := apiserver.Start(b, apiserver.Options{})
+	_, err := kubernetes.NewForConfigOrDie(api.Config).CoreV1().Namespaces().Create(context.Background(),
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{inject.LabelInject: inject.LabelEnabled}}}, metav1.CreateOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	user, err := env.AddUser(envtest.User{Name: "dumpcatcher-webhook", Groups: []string{"system:masters"}}, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	kubeconfig, err := user.KubeConfig()
-	if err != nil {
-		b.Fatal(err)
-	}
+	kubeconfig := api.Kubeconfig(b, "dumpcatcher-webhook", "system:masters")
 
 	dir := b.TempDir()
 	certDir := filepath.Join(dir, "tls")
 	if err := os.Mkdir(certDir, 0o700); err != nil {
 		b.Fatal(err)
 	}
-	certPEM, keyPEM := selfSignedCert(b)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(certPEM)
+	ca := certs.NewNamedCA(b, "dumpcatcher-webhook bench CA")
+	serving := ca.Serving(b, "127.0.0.1")
+	certPEM, keyPEM, pool := serving.CertPEM, serving.KeyPEM, ca.Pool()
 	for name, data := range map[string][]byte{
 		"kubeconfig":  kubeconfig,
 		"config.yaml": []byte("destination: s3://heap-dumps/bench?endpoint=http://minio.minio.svc:9000&path-style=true\ncredentialsSecret: dumpcatcher-s3\nsidecar: {image: registry.example/dumpcatcher:bench}\n"),
@@ -461,28 +435,4 @@ func freePort(b testing.TB) int {
 		b.Fatal(err)
 	}
 	return n
-}
-
-// selfSignedCert is a serving certificate for 127.0.0.1.
-func selfSignedCert(b testing.TB) (certPEM, keyPEM []byte) {
-	b.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "dumpcatcher-webhook"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature, IsCA: true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		b.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }

@@ -7,10 +7,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/apiserver"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
 	"github.com/dumpcatcher/dumpcatcher/test/chart/render"
 	appsv1 "k8s.io/api/apps/v1"
@@ -26,121 +26,39 @@ import (
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
 // cluster is a real kube-apiserver and etcd (envtest) with the
 // CustomResourceDefinitions the chart's optional objects need.
 type cluster struct {
-	env      *envtest.Environment
+	api      *apiserver.Server
 	client   *kubernetes.Clientset
 	dynamic  dynamic.Interface
 	mapper   meta.RESTMapper
-	warnings *warnings
+	warnings *apiserver.Warnings
 	// crds: cert-manager's and the ServiceMonitor CRDs are installed.
 	crds bool
 }
-
-type warnings struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (w *warnings) HandleWarningHeader(_ int, _ string, msg string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.msgs = append(w.msgs, msg)
-}
-
-func (w *warnings) take() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	m := w.msgs
-	w.msgs = nil
-	return m
-}
-
-func requireReal() bool { return os.Getenv("DUMPCATCHER_REQUIRE_REAL") != "" }
 
 // startCluster starts envtest, skipping (or failing under
 // DUMPCATCHER_REQUIRE_REAL) when the binaries are missing.
 func startCluster(t *testing.T) *cluster {
 	t.Helper()
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		if requireReal() {
-			t.Fatal("KUBEBUILDER_ASSETS is not set; run `make tools` (make test does)")
-		}
-		t.Skip("KUBEBUILDER_ASSETS not set: run via `make test`")
+	var opts apiserver.Options
+	if dir := apiserver.ChartCRDs(t); dir != "" {
+		opts.CRDDirs = []string{dir}
 	}
-	c := &cluster{warnings: &warnings{}}
-	crdDir := filepath.Join(assets, "crds")
-	var crdPaths []string
-	if _, err := os.Stat(crdDir); err == nil {
-		crdPaths = []string{stripHelmDirectives(t, crdDir)}
-		c.crds = true
-	} else if requireReal() {
-		t.Fatalf("%s is missing: run test/tools/install.sh (it copies cert-manager's CRDs there)", crdDir)
-	} else {
-		t.Logf("no %s: the value sets that need cert-manager or ServiceMonitor CRDs are skipped", crdDir)
+	api := apiserver.Start(t, opts)
+	cfg := api.Config
+	return &cluster{
+		api:      api,
+		client:   kubernetes.NewForConfigOrDie(cfg),
+		dynamic:  dynamic.NewForConfigOrDie(cfg),
+		mapper:   restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(discovery.NewDiscoveryClientForConfigOrDie(cfg))),
+		warnings: api.Warnings,
+		crds:     len(opts.CRDDirs) > 0,
 	}
-	c.env = &envtest.Environment{
-		BinaryAssetsDirectory: assets,
-		CRDInstallOptions:     envtest.CRDInstallOptions{Paths: crdPaths, ErrorIfPathMissing: true, MaxTime: 60 * time.Second},
-	}
-	start := time.Now()
-	cfg, err := c.env.Start()
-	if err != nil {
-		t.Fatalf("starting envtest: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := c.env.Stop(); err != nil {
-			t.Errorf("stopping envtest: %v", err)
-		}
-	})
-	t.Logf("kube-apiserver and etcd up in %s", time.Since(start).Round(time.Millisecond))
-	cfg = rest.CopyConfig(cfg)
-	cfg.WarningHandler = c.warnings
-	c.client = kubernetes.NewForConfigOrDie(cfg)
-	c.dynamic = dynamic.NewForConfigOrDie(cfg)
-	c.mapper = restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(discovery.NewDiscoveryClientForConfigOrDie(cfg)))
-	return c
-}
-
-// stripHelmDirectives copies the CRD files of dir into a temporary
-// directory without lines that are only Helm template directives (the CRDs
-// in cert-manager's chart are wrapped in {{- if ... }}); any other template
-// text fails the test rather than being guessed at.
-func stripHelmDirectives(t *testing.T, dir string) string {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no CRD files in %s: %v", dir, err)
-	}
-	out := t.TempDir()
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var kept []string
-		for i, line := range strings.Split(string(b), "\n") {
-			trimmed := strings.TrimSpace(line)
-			if strings.HasPrefix(trimmed, "{{") && strings.HasSuffix(trimmed, "}}") {
-				continue
-			}
-			if strings.Contains(line, "{{") {
-				t.Fatalf("%s:%d: a template expression inside a CRD: %s", f, i+1, trimmed)
-			}
-			kept = append(kept, line)
-		}
-		if err := os.WriteFile(filepath.Join(out, filepath.Base(f)), []byte(strings.Join(kept, "\n")), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return out
 }
 
 func (c *cluster) namespace(t *testing.T, name string, labels map[string]string) {
@@ -202,12 +120,12 @@ func TestChartAgainstAPIServer(t *testing.T) {
 			r := renderSet(t, vs)
 			ns := r.release.Namespace
 			c.namespace(t, ns, restricted)
-			c.warnings.take()
+			c.warnings.Take()
 			stored := c.apply(t, r.objs)
 			if t.Failed() {
 				return
 			}
-			if w := c.warnings.take(); len(w) > 0 {
+			if w := c.warnings.Take(); len(w) > 0 {
 				t.Errorf("warnings from the API server: %q", w)
 			}
 			// Applying again changes nothing: the chart has no fields the
@@ -226,7 +144,7 @@ func TestChartAgainstAPIServer(t *testing.T) {
 			if _, err := c.client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
 				t.Errorf("the webhook pod is rejected in a restricted namespace: %v", err)
 			}
-			if w := c.warnings.take(); len(w) > 0 {
+			if w := c.warnings.Take(); len(w) > 0 {
 				t.Errorf("warnings for the webhook pod: %q", w)
 			}
 
@@ -277,9 +195,9 @@ func TestChartAgainstAPIServer(t *testing.T) {
 	t.Run("examples", func(t *testing.T) {
 		root := render.RepoRoot(t)
 		minio := decodeFile(t, filepath.Join(root, "deploy", "examples", "minio.yaml"))
-		c.warnings.take()
+		c.warnings.Take()
 		c.apply(t, minio)
-		if w := c.warnings.take(); len(w) > 0 {
+		if w := c.warnings.Take(); len(w) > 0 {
 			t.Errorf("warnings: %q", w)
 		}
 		// Both pods of the example pass the "restricted" namespace.
@@ -324,7 +242,7 @@ func TestChartAgainstAPIServer(t *testing.T) {
 			t.Skip("needs the cert-manager CRDs")
 		}
 		kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-		if err := os.WriteFile(kubeconfig, c.env.KubeConfig, 0o600); err != nil {
+		if err := os.WriteFile(kubeconfig, c.api.Env.KubeConfig, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		root := render.RepoRoot(t)

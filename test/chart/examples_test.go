@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/realpart"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
 	"github.com/dumpcatcher/dumpcatcher/test/chart/render"
@@ -124,16 +125,7 @@ func setupScript(t *testing.T, ex examples) string {
 // must not be.
 func TestMinioExampleSetup(t *testing.T) {
 	ex := loadExamples(t)
-	mc := ""
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		mc = filepath.Join(dir, "mc")
-	}
-	if _, err := os.Stat(mc); mc == "" || err != nil {
-		if requireReal() {
-			t.Fatal("no mc in $KUBEBUILDER_ASSETS; run `make tools` (make test does)")
-		}
-		t.Skip("no mc in $KUBEBUILDER_ASSETS")
-	}
+	mc := realpart.Tool(t, "mc")
 	srv := miniotest.Start(t, miniotest.Options{Bucket: "unrelated", AccessKey: ex.root.StringData["MINIO_ROOT_USER"], SecretKey: ex.root.StringData["MINIO_ROOT_PASSWORD"]})
 
 	tmp := t.TempDir()

@@ -1,23 +1,15 @@
 package chart
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"maps"
-	"math/big"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/certs"
 	"github.com/dumpcatcher/dumpcatcher/test/chart/render"
 	"github.com/dumpcatcher/dumpcatcher/webhook/config"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -111,24 +103,6 @@ func renderSet(t *testing.T, vs valueSet) *rendered {
 	return r
 }
 
-// testCA is a PEM CA certificate for the sets without cert-manager.
-var testCA = sync.OnceValue(func() []byte {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		panic(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dumpcatcher-test-ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		panic(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-})
-
 func chartAppVersion(t *testing.T) string {
 	t.Helper()
 	var meta struct {
@@ -150,11 +124,13 @@ func defaultConfig(t *testing.T) config.Config {
 
 func valueSets(t *testing.T) []valueSet {
 	root := render.RepoRoot(t)
+	// A PEM CA certificate for the sets without cert-manager.
+	testCA := certs.NewNamedCA(t, "dumpcatcher-test-ca").CertPEM
 	return []valueSet{
 		{name: "defaults", certManager: true, check: checkDefaults},
 		{
 			name:    "without-cert-manager",
-			release: render.Release{Name: "dc-nocm", Namespace: "dc-nocm", Values: map[string]any{"certManager": map[string]any{"enabled": false}, "tls": map[string]any{"secretName": "my-webhook-tls", "caBundle": string(testCA())}}},
+			release: render.Release{Name: "dc-nocm", Namespace: "dc-nocm", Values: map[string]any{"certManager": map[string]any{"enabled": false}, "tls": map[string]any{"secretName": "my-webhook-tls", "caBundle": string(testCA)}}},
 			check: func(t *testing.T, r *rendered) {
 				for _, o := range r.objs {
 					if o.GroupVersionKind().Group == "cert-manager.io" {
@@ -162,7 +138,7 @@ func valueSets(t *testing.T) []valueSet {
 					}
 				}
 				mwc := r.webhook(t)
-				if string(mwc.Webhooks[0].ClientConfig.CABundle) != string(testCA()) {
+				if string(mwc.Webhooks[0].ClientConfig.CABundle) != string(testCA) {
 					t.Errorf("caBundle = %q, want the PEM given in tls.caBundle", mwc.Webhooks[0].ClientConfig.CABundle)
 				}
 				if _, ok := mwc.Annotations["cert-manager.io/inject-ca-from"]; ok {
@@ -173,9 +149,9 @@ func valueSets(t *testing.T) []valueSet {
 				}
 				// The base64 form of the same PEM gives the same caBundle.
 				b64 := r.release
-				b64.Values = map[string]any{"certManager": map[string]any{"enabled": false}, "tls": map[string]any{"secretName": "my-webhook-tls", "caBundle": base64.StdEncoding.EncodeToString(testCA())}}
+				b64.Values = map[string]any{"certManager": map[string]any{"enabled": false}, "tls": map[string]any{"secretName": "my-webhook-tls", "caBundle": base64.StdEncoding.EncodeToString(testCA)}}
 				r2 := &rendered{release: b64, objs: render.Objects(t, b64.Template(t)), fullname: r.fullname}
-				if got := r2.webhook(t).Webhooks[0].ClientConfig.CABundle; string(got) != string(testCA()) {
+				if got := r2.webhook(t).Webhooks[0].ClientConfig.CABundle; string(got) != string(testCA) {
 					t.Errorf("base64 tls.caBundle: caBundle = %q, want the PEM", got)
 				}
 			},

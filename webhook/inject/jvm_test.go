@@ -3,6 +3,7 @@ package inject
 import (
 	"bytes"
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/realpart"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,14 +25,7 @@ const oomProgram = `public class Oom {
 // $(...) expansion) and checks that the heap dump lands in the dump directory
 // and that the user's own options still apply.
 func TestDumpOptionsWithRealJVM(t *testing.T) {
-	java, errJava := exec.LookPath("java")
-	javac, errJavac := exec.LookPath("javac")
-	if errJava != nil || errJavac != nil {
-		if os.Getenv("DUMPCATCHER_REQUIRE_REAL") != "" {
-			t.Fatalf("java and javac are required: %v %v", errJava, errJavac)
-		}
-		t.Skip("no JDK on PATH")
-	}
+	java, javac := realpart.Java(t)
 	classes := t.TempDir()
 	if err := os.WriteFile(filepath.Join(classes, "Oom.java"), []byte(oomProgram), 0o644); err != nil {
 		t.Fatal(err)

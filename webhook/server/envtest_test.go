@@ -2,18 +2,12 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -23,11 +17,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/apiserver"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/certs"
 	"github.com/dumpcatcher/dumpcatcher/test/chart/render"
 	"github.com/dumpcatcher/dumpcatcher/webhook/config"
 	"github.com/dumpcatcher/dumpcatcher/webhook/inject"
 	"github.com/go-logr/logr"
 	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
 	"go.uber.org/zap/zapcore"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -35,7 +32,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -45,10 +41,10 @@ import (
 // rig is a real kube-apiserver and etcd (envtest) with the dumpcatcher
 // webhook served over TLS and registered through a MutatingWebhookConfiguration.
 type rig struct {
-	env      *envtest.Environment
+	api      *apiserver.Server
 	cfg      *rest.Config
 	client   *kubernetes.Clientset
-	warnings *warningRecorder
+	warnings *apiserver.Warnings
 	health   string
 	metrics  string
 	stop     func()
@@ -60,33 +56,11 @@ type rig struct {
 // `make test` does), so a missing tool can never pass silently in CI.
 func startRig(t testing.TB, log logr.Logger) *rig {
 	t.Helper()
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		if os.Getenv("DUMPCATCHER_REQUIRE_REAL") != "" {
-			t.Fatal("KUBEBUILDER_ASSETS is not set; run `make tools` (make test does)")
-		}
-		t.Skip("KUBEBUILDER_ASSETS not set: run via `make test`")
-	}
-	r := &rig{warnings: &warningRecorder{}}
-	r.env = &envtest.Environment{
-		BinaryAssetsDirectory: assets,
-		WebhookInstallOptions: envtest.WebhookInstallOptions{
-			LocalServingHost: "127.0.0.1",
-			// Registered through the configuration the Helm chart renders.
-			MutatingWebhooks: []*admissionregistrationv1.MutatingWebhookConfiguration{render.ForEnvtest(render.MutatingWebhook(t, "dumpcatcher-system", nil))},
-		},
-	}
-	cfg, err := r.env.Start()
-	if err != nil {
-		t.Fatalf("starting envtest: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := r.env.Stop(); err != nil {
-			t.Errorf("stopping envtest: %v", err)
-		}
+	api := apiserver.Start(t, apiserver.Options{
+		// Registered through the configuration the Helm chart renders.
+		MutatingWebhooks: []*admissionregistrationv1.MutatingWebhookConfiguration{render.ForEnvtest(render.MutatingWebhook(t, "dumpcatcher-system", nil))},
 	})
-	r.cfg = rest.CopyConfig(cfg)
-	r.cfg.WarningHandler = r.warnings
+	r := &rig{api: api, cfg: api.Config, warnings: api.Warnings}
 	r.client = kubernetes.NewForConfigOrDie(r.cfg)
 
 	r.health = freeAddr(t)
@@ -95,13 +69,15 @@ func startRig(t testing.TB, log logr.Logger) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wio := &r.env.WebhookInstallOptions
+	// The server's own client does not report to the test's recorder.
+	serverCfg := rest.CopyConfig(api.Config)
+	serverCfg.WarningHandler = nil
 	ctx, cancel := context.WithCancel(context.Background())
 	r.done = make(chan error, 1)
 	go func() {
-		r.done <- Run(ctx, cfg, Options{
+		r.done <- Run(ctx, serverCfg, Options{
 			Config: c, Namespace: "dumpcatcher-system", Version: "envtest",
-			Host: wio.LocalServingHost, Port: wio.LocalServingPort, CertDir: wio.LocalServingCertDir,
+			Host: api.WebhookHost, Port: api.WebhookPort, CertDir: api.WebhookCertDir,
 			MetricsAddr: r.metrics, HealthAddr: r.health,
 			Registry: ctrlmetrics.Registry, Log: log,
 		})
@@ -130,25 +106,6 @@ func startRig(t testing.TB, log logr.Logger) *rig {
 		return get200("http://" + r.health + "/readyz")
 	})
 	return r
-}
-
-type warningRecorder struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (w *warningRecorder) HandleWarningHeader(_ int, _ string, msg string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.msgs = append(w.msgs, msg)
-}
-
-func (w *warningRecorder) take() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	m := w.msgs
-	w.msgs = nil
-	return m
 }
 
 func freeAddr(t testing.TB) string {
@@ -237,7 +194,7 @@ var optIn = map[string]string{inject.AnnotationInject: "true"}
 func TestMain(m *testing.M) {
 	// controller-runtime's packages log through its global logger.
 	ctrllog.SetLogger(crzap.New(crzap.WriteTo(os.Stderr), crzap.Level(zapcore.WarnLevel)))
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 func TestWebhookAgainstAPIServer(t *testing.T) {
@@ -322,9 +279,9 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 	t.Run("warnings reach the client", func(t *testing.T) {
 		pod := testPod("no-uid", optIn)
 		pod.Spec.SecurityContext = nil
-		r.warnings.take()
+		r.warnings.Take()
 		r.create(t, "plain", pod)
-		w := strings.Join(r.warnings.take(), "\n")
+		w := strings.Join(r.warnings.Take(), "\n")
 		if !strings.Contains(w, `container "app" has no runAsUser`) {
 			t.Fatalf("warnings = %q", w)
 		}
@@ -393,12 +350,13 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 		}
 	})
 	t.Run("rotated certificate is served without a restart", func(t *testing.T) {
-		dir := r.env.WebhookInstallOptions.LocalServingCertDir
-		addr := net.JoinHostPort(r.env.WebhookInstallOptions.LocalServingHost, fmt.Sprint(r.env.WebhookInstallOptions.LocalServingPort))
+		dir := r.api.WebhookCertDir
+		addr := net.JoinHostPort(r.api.WebhookHost, fmt.Sprint(r.api.WebhookPort))
 		origCert, _ := os.ReadFile(filepath.Join(dir, "tls.crt"))
 		origKey, _ := os.ReadFile(filepath.Join(dir, "tls.key"))
 		before := servedFingerprint(t, addr)
-		newCert, newKey := selfSigned(t)
+		rotated := certs.NewNamedCA(t, "rotated").Serving(t, "127.0.0.1")
+		newCert, newKey := rotated.CertPEM, rotated.KeyPEM
 		writeKeyPair(t, dir, newCert, newKey)
 		want := fingerprintPEM(t, newCert)
 		waitFor(t, 30*time.Second, "new certificate served", func() error {
@@ -469,28 +427,6 @@ func fingerprintPEM(t testing.TB, certPEM []byte) [32]byte {
 		t.Fatal("bad PEM")
 	}
 	return sha256.Sum256(b.Bytes)
-}
-
-func selfSigned(t testing.TB) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "rotated"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }
 
 // writeKeyPair replaces both files the way cert-manager's Secret volume

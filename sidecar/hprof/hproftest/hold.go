@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/realpart"
 )
 
 // HoldProgram is the source of Hold.java: it keeps about args[0] MiB
@@ -57,14 +59,7 @@ type HoldSpec struct {
 // DUMPCATCHER_REQUIRE_REAL is set.
 func Hold(t testing.TB, s HoldSpec) *Holder {
 	t.Helper()
-	java, errJava := exec.LookPath("java")
-	javac, errJavac := exec.LookPath("javac")
-	if errJava != nil || errJavac != nil {
-		if os.Getenv(EnvRequireReal) != "" {
-			t.Fatalf("java and javac are required (%s is set): %v %v", EnvRequireReal, errJava, errJavac)
-		}
-		t.Skip("no JDK on PATH (set " + EnvRequireReal + " to make this a failure)")
-	}
+	java, javac := realpart.Java(t)
 	classes, err := os.MkdirTemp("", "hproftest-hold")
 	if err != nil {
 		t.Fatal(err)

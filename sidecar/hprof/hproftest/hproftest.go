@@ -12,10 +12,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/realpart"
 )
 
 // EnvRequireReal makes tests fail instead of skip when the JDK is missing.
-const EnvRequireReal = "DUMPCATCHER_REQUIRE_REAL"
+const EnvRequireReal = realpart.EnvRequireReal
 
 const oomProgram = `public class Oom {
     public static void main(String[] args) {
@@ -35,14 +37,7 @@ type JVM struct {
 // test when they are missing, unless DUMPCATCHER_REQUIRE_REAL is set.
 func NewJVM(t testing.TB) *JVM {
 	t.Helper()
-	java, errJava := exec.LookPath("java")
-	javac, errJavac := exec.LookPath("javac")
-	if errJava != nil || errJavac != nil {
-		if os.Getenv(EnvRequireReal) != "" {
-			t.Fatalf("java and javac are required (%s is set): %v %v", EnvRequireReal, errJava, errJavac)
-		}
-		t.Skip("no JDK on PATH (set " + EnvRequireReal + " to make this a failure)")
-	}
+	java, javac := realpart.Java(t)
 	classes := t.TempDir()
 	src := filepath.Join(classes, "Oom.java")
 	if err := os.WriteFile(src, []byte(oomProgram), 0o644); err != nil {

@@ -33,13 +33,17 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/certs"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/realpart"
 )
 
-// Environment variables the harness reads.
+// Environment variables the harness reads (through realpart, which decides
+// for every test what a missing real part means).
 const (
-	EnvToolsBin    = "DUMPCATCHER_TOOLS_BIN"
-	EnvAssets      = "KUBEBUILDER_ASSETS"
-	EnvRequireReal = "DUMPCATCHER_REQUIRE_REAL"
+	EnvToolsBin    = realpart.EnvToolsBin
+	EnvAssets      = realpart.EnvAssets
+	EnvRequireReal = realpart.EnvRequireReal
 )
 
 // Defaults of Options.
@@ -92,31 +96,14 @@ type Server struct {
 }
 
 // Binary returns the path of the minio binary, or "" when there is none.
-func Binary() string {
-	for _, env := range []string{EnvToolsBin, EnvAssets} {
-		if dir := os.Getenv(env); dir != "" {
-			p := filepath.Join(dir, "minio")
-			if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
-				return p
-			}
-		}
-	}
-	return ""
-}
+func Binary() string { return realpart.Find("minio") }
 
 // Start starts MinIO with a fresh data directory and creates the bucket. It
 // skips the test when the binary is missing (fails when
 // DUMPCATCHER_REQUIRE_REAL is set) and fails it when MinIO does not come up.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
-	bin := Binary()
-	if bin == "" {
-		msg := fmt.Sprintf("no minio binary in $%s or $%s (run `make tools`, or `make test`)", EnvToolsBin, EnvAssets)
-		if os.Getenv(EnvRequireReal) != "" {
-			t.Fatalf("%s; %s is set", msg, EnvRequireReal)
-		}
-		t.Skip(msg)
-	}
+	bin := realpart.Tool(t, "minio")
 	s := &Server{
 		Bucket:    opts.Bucket,
 		AccessKey: opts.AccessKey,
@@ -141,11 +128,12 @@ func Start(t testing.TB, opts Options) *Server {
 		}
 	}
 	if s.tls {
-		ca, err := writeCerts(s.certsDir)
-		if err != nil {
-			t.Fatalf("generating certificates: %v", err)
-		}
-		s.CAFile = ca
+		// The server pair where minio expects it (certsDir/public.crt and
+		// private.key), the CA next to certsDir.
+		pair := certs.NewCA(t).Serving(t, "127.0.0.1", "localhost")
+		pair.WriteAs(t, s.certsDir, "public.crt", "private.key", "")
+		s.CAFile = filepath.Join(filepath.Dir(s.certsDir), "ca.crt")
+		pair.WriteAs(t, filepath.Dir(s.certsDir), "", "", "ca.crt")
 	}
 	t.Cleanup(func() {
 		if err := s.Stop(); err != nil {

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/realpart"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -77,27 +78,10 @@ func Helm(t testing.TB) string {
 
 // Tool returns the binary name that test/tools/install.sh builds into
 // $KUBEBUILDER_ASSETS (else the one on PATH), skipping the test when there
-// is none (or failing it under DUMPCATCHER_REQUIRE_REAL).
+// is none (or failing it under DUMPCATCHER_REQUIRE_REAL); see realpart.
 func Tool(t testing.TB, name string) string {
 	t.Helper()
-	if assets := os.Getenv("KUBEBUILDER_ASSETS"); assets != "" {
-		if p := filepath.Join(assets, name); isExecutable(p) {
-			return p
-		}
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	if os.Getenv("DUMPCATCHER_REQUIRE_REAL") != "" {
-		t.Fatalf("%s not found in $KUBEBUILDER_ASSETS or on PATH; run `make tools` (make test does)", name)
-	}
-	t.Skipf("%s not found: set KUBEBUILDER_ASSETS=$(test/tools/install.sh %s)", name, name)
-	return ""
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+	return realpart.ToolOrPath(t, name)
 }
 
 // Release is one `helm template` invocation.
