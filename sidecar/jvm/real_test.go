@@ -376,9 +376,27 @@ func TestGiveUpWhileWriting(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := openDir(t)
-	dctx, dcancel := context.WithTimeout(ctx, 150*time.Millisecond)
+	// Give up as soon as the JVM has begun writing (its file is in the hidden
+	// part directory), not after a fixed time: on a loaded machine a fixed
+	// 150 ms once expired before the write began, on a fast one a 300 MiB
+	// dump finished within it.
+	dctx, dcancel := context.WithCancel(ctx)
 	defer dcancel()
+	writing := make(chan struct{})
+	go func() {
+		defer close(writing)
+		part := filepath.Join(dir, ".big.hprof.part", "big.hprof")
+		for dctx.Err() == nil {
+			if _, err := os.Lstat(part); err == nil {
+				dcancel()
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
 	_, err = HeapDump(dctx, j.Process, dir, "big.hprof", true)
+	dcancel()
+	<-writing
 	if !errors.Is(err, ErrNotResponding) {
 		t.Fatalf("HeapDump: %v, want ErrNotResponding", err)
 	}
