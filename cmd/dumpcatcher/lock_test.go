@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/syncbuf"
 	"io"
 	"net"
 	"os"
@@ -157,7 +158,7 @@ func TestPreStopLockAcrossPods(t *testing.T) {
 	const taken = "dump lock taken for this pod's preStop dump"
 	before := strings.Count(a.up.logString(), taken) // 1 if pod a dumped above
 	hang := a.preStop(4)
-	var hangOut syncBuffer
+	var hangOut syncbuf.Buffer
 	hang.Stdout, hang.Stderr = &hangOut, &hangOut
 	if err := hang.Start(); err != nil {
 		t.Fatal(err)

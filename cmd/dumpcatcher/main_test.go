@@ -5,13 +5,13 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/syncbuf"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -109,26 +109,8 @@ func buildBinary(t *testing.T) string {
 
 type proc struct {
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 	done chan error
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's writes and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func (p *proc) logString() string { return p.logs.String() }
@@ -151,7 +133,7 @@ func startUploadAs(t *testing.T, bin, dir string, srv *miniotest.Server, creds s
 		contract.EnvCompression+"=none", contract.EnvContainers+"=app", contract.EnvPodName+"=web-1", contract.EnvPodNamespace+"=shop",
 		contract.EnvWorkload+"=deployment/web", contract.EnvDrainTimeout+"=5s")
 	cmd.Env = append(cmd.Env, env...)
-	p := &proc{cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1)}
+	p := &proc{cmd: cmd, logs: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/syncbuf"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,24 +24,6 @@ import (
 	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/realpart"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof/hproftest"
 )
-
-// syncBuffer is an output safe to read while Run may still write to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // hit is what the app's server saw of a chained httpGet.
 type hit struct {
@@ -312,7 +295,7 @@ func TestHsperfdataFIFO(t *testing.T) {
 				t.Fatal(err)
 			}
 			o.Dir = dumpDir
-			out := &syncBuffer{}
+			out := &syncbuf.Buffer{}
 			o.Out = out
 			marker := filepath.Join(t.TempDir(), "chained")
 			o.Then = fmt.Sprintf(`{"exec":{"command":["sh","-c","echo ran > %s"]}}`, marker)
@@ -344,7 +327,7 @@ func TestHsperfdataFIFO(t *testing.T) {
 func TestThenRunsWhenTheDumpHangs(t *testing.T) {
 	cmd := startJVM(t, 4, "-Xmx64m")
 	o, _, _ := options(t, cmd.Process.Pid, contract.PolicyAlways)
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	o.Out = out
 	marker := filepath.Join(t.TempDir(), "chained")
 	o.Then = fmt.Sprintf(`{"exec":{"command":["sh","-c","echo ran > %s"]}}`, marker)

@@ -2,8 +2,8 @@ package jvm
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/syncbuf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -132,25 +132,8 @@ type jvmSpec struct {
 type testJVM struct {
 	Process
 	cmd *exec.Cmd
-	out *lockedBuffer
+	out *syncbuf.Buffer
 	cwd string
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startJVM starts Hold and waits until it printed "ready" (after its live
@@ -184,7 +167,7 @@ func startJVM(t *testing.T, s jvmSpec) *testJVM {
 	if s.uid != 0 || s.gid != 0 {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(s.uid), Gid: uint32(s.gid)}
 	}
-	out := &lockedBuffer{}
+	out := &syncbuf.Buffer{}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

@@ -3,12 +3,12 @@ package uploader
 import (
 	"bytes"
 	"context"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/syncbuf"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,24 +23,6 @@ const (
 	appUID      = 1000 // the app container's uid: the attacker
 	uploaderUID = 2000 // the uploader's uid: only it may read the credentials
 )
-
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // asApp runs a shell script as the app's uid, as a process in a compromised
 // app container would.
@@ -69,7 +51,7 @@ func publicDir(t *testing.T, perm os.FileMode, uid int) string {
 	return d
 }
 
-func waitFor(t *testing.T, what string, within time.Duration, logs *lockedBuffer, cond func() bool) {
+func waitFor(t *testing.T, what string, within time.Duration, logs *syncbuf.Buffer, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(within); !cond(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -80,7 +62,7 @@ func waitFor(t *testing.T, what string, within time.Duration, logs *lockedBuffer
 
 // startChild runs an uploader process (runChild) as uploaderUID on the
 // shared volume dir, optionally with its first upload held.
-func startChild(t *testing.T, dir, destination, creds string, gate bool) (*exec.Cmd, *lockedBuffer, chan error) {
+func startChild(t *testing.T, dir, destination, creds string, gate bool) (*exec.Cmd, *syncbuf.Buffer, chan error) {
 	t.Helper()
 	// The test binary, where uid 2000 may run it.
 	self, err := os.Executable()
@@ -101,7 +83,7 @@ func startChild(t *testing.T, dir, destination, creds string, gate bool) (*exec.
 	if gate {
 		cmd.Env = append(cmd.Env, "CHILD_GATE=1")
 	}
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -116,7 +98,7 @@ func startChild(t *testing.T, dir, destination, creds string, gate bool) (*exec.
 }
 
 // stopChild sends SIGTERM and waits for a clean exit.
-func stopChild(t *testing.T, cmd *exec.Cmd, logs *lockedBuffer, exited chan error) {
+func stopChild(t *testing.T, cmd *exec.Cmd, logs *syncbuf.Buffer, exited chan error) {
 	t.Helper()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/podjson"
 	"os"
 	"path/filepath"
 	"slices"
@@ -359,8 +360,8 @@ func TestPatchOfEveryGoldenInput(t *testing.T) {
 				if err := yaml.Unmarshal(data, &c); err != nil {
 					t.Fatal(err)
 				}
-				futureFields(c.Pod)
-				marks := futureMarks(c.Pod)
+				podjson.Mark(c.Pod, "futureField")
+				marks := podjson.Marks(c.Pod, "futureField")
 				raw, err := json.Marshal(c.Pod)
 				if err != nil {
 					t.Fatal(err)
@@ -392,7 +393,7 @@ func TestPatchOfEveryGoldenInput(t *testing.T) {
 				if err := json.Unmarshal(patched, &gotRaw); err != nil {
 					t.Fatal(err)
 				}
-				if diff := cmp.Diff(marks, futureMarks(gotRaw)); diff != "" {
+				if diff := cmp.Diff(marks, podjson.Marks(gotRaw, "futureField")); diff != "" {
 					t.Errorf("made-up fields moved (-before +after):\n%s", diff)
 				}
 			})
@@ -400,53 +401,5 @@ func TestPatchOfEveryGoldenInput(t *testing.T) {
 	}
 	if injected < 40 {
 		t.Errorf("only %d injected cases; the golden inputs moved?", injected)
-	}
-}
-
-// futureFields adds the made-up member "futureField" to the pod's spec and
-// every container, init container, env entry and volume, each with a value
-// that says where it was put.
-func futureFields(pod map[string]any) {
-	walkFuture(pod, func(where string, m map[string]any) { m["futureField"] = where })
-}
-
-// futureMarks lists where the made-up members are and what they say.
-func futureMarks(pod map[string]any) []string {
-	var marks []string
-	walkFuture(pod, func(where string, m map[string]any) {
-		if v, ok := m["futureField"]; ok {
-			marks = append(marks, fmt.Sprintf("%s: %v", where, v))
-		}
-	})
-	return marks
-}
-
-func walkFuture(pod map[string]any, f func(where string, m map[string]any)) {
-	spec, _ := pod["spec"].(map[string]any)
-	if spec == nil {
-		return
-	}
-	f("spec", spec)
-	list := func(m map[string]any, key string) []map[string]any {
-		var out []map[string]any
-		l, _ := m[key].([]any)
-		for _, e := range l {
-			if o, ok := e.(map[string]any); ok {
-				out = append(out, o)
-			}
-		}
-		return out
-	}
-	for _, key := range []string{"initContainers", "containers"} {
-		for _, c := range list(spec, key) {
-			where := fmt.Sprintf("%s/%v", key, c["name"])
-			f(where, c)
-			for _, e := range list(c, "env") {
-				f(fmt.Sprintf("%s/env/%v", where, e["name"]), e)
-			}
-		}
-	}
-	for _, v := range list(spec, "volumes") {
-		f(fmt.Sprintf("volumes/%v", v["name"]), v)
 	}
 }

@@ -3,6 +3,7 @@ package manifest
 import (
 	"bytes"
 	"fmt"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/podjson"
 	"os"
 	"path/filepath"
 	"strings"
@@ -348,8 +349,8 @@ func TestEveryInjectGoldenInput(t *testing.T) {
 					t.Fatal(err)
 				}
 				c.Pod["apiVersion"], c.Pod["kind"] = "v1", "Pod"
-				walkUser(c.Pod, func(where string, m map[string]any) { m["x-future"] = where })
-				marks := futureMarks(c.Pod)
+				podjson.Mark(c.Pod, "x-future")
+				marks := podjson.Marks(c.Pod, "x-future")
 				in, err := yaml.Marshal(c.Pod)
 				if err != nil {
 					t.Fatal(err)
@@ -396,7 +397,7 @@ func TestEveryInjectGoldenInput(t *testing.T) {
 				if err := yaml.Unmarshal(out.Bytes(), &gotRaw); err != nil {
 					t.Fatal(err)
 				}
-				if diff := cmp.Diff(marks, futureMarks(gotRaw)); diff != "" {
+				if diff := cmp.Diff(marks, podjson.Marks(gotRaw, "x-future")); diff != "" {
 					t.Errorf("made-up fields moved (-before +after):\n%s", diff)
 				}
 			})
@@ -404,53 +405,5 @@ func TestEveryInjectGoldenInput(t *testing.T) {
 	}
 	if injected < 40 {
 		t.Errorf("only %d injected cases; the golden inputs moved?", injected)
-	}
-}
-
-// futureMarks lists where the made-up members are and what they say.
-func futureMarks(pod map[string]any) []string {
-	var marks []string
-	walkUser(pod, func(where string, m map[string]any) {
-		if v, ok := m["x-future"]; ok {
-			marks = append(marks, fmt.Sprintf("%s: %v", where, v))
-		}
-	})
-	return marks
-}
-
-// walkUser calls f with the pod's spec and every container, init container,
-// env entry, volume mount and volume, each with where it is.
-func walkUser(pod map[string]any, f func(where string, m map[string]any)) {
-	spec, _ := pod["spec"].(map[string]any)
-	if spec == nil {
-		return
-	}
-	f("spec", spec)
-	list := func(m map[string]any, key string) []map[string]any {
-		var out []map[string]any
-		l, _ := m[key].([]any)
-		for _, e := range l {
-			if o, ok := e.(map[string]any); ok {
-				out = append(out, o)
-			}
-		}
-		return out
-	}
-	for _, key := range []string{"initContainers", "containers"} {
-		for _, c := range list(spec, key) {
-			where := fmt.Sprintf("%s/%v", key, c["name"])
-			f(where, c)
-			seen := map[any]int{} // entries of the same name: the n-th
-			for _, e := range list(c, "env") {
-				f(fmt.Sprintf("%s/env/%v#%d", where, e["name"], seen[e["name"]]), e)
-				seen[e["name"]]++
-			}
-			for _, m := range list(c, "volumeMounts") {
-				f(fmt.Sprintf("%s/volumeMounts/%v", where, m["mountPath"]), m)
-			}
-		}
-	}
-	for _, v := range list(spec, "volumes") {
-		f(fmt.Sprintf("volumes/%v", v["name"]), v)
 	}
 }
