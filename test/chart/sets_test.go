@@ -150,7 +150,7 @@ func defaultConfig(t *testing.T) config.Config {
 
 func valueSets(t *testing.T) []valueSet {
 	root := render.RepoRoot(t)
-	return []valueSet{
+	sets := []valueSet{
 		{name: "defaults", certManager: true, check: checkDefaults},
 		{
 			name:    "without-cert-manager",
@@ -307,6 +307,7 @@ func valueSets(t *testing.T) []valueSet {
 			},
 		},
 	}
+	return append(sets, apiValueSets(t)...)
 }
 
 func checkDefaults(t *testing.T, r *rendered) {
