@@ -700,3 +700,21 @@ func helmInstallAPI(t *testing.T, c *cluster) {
 		t.Errorf("a second release with the API: %v\n%s", err, out)
 	}
 }
+
+// TestAPINamesWithLongFullname: with a 63-character full name the API's
+// objects still have valid names (a Service name is at most 63 characters)
+// and never the webhook's.
+func TestAPINamesWithLongFullname(t *testing.T) {
+	values := apiValues()
+	values["fullnameOverride"] = sixtyFour("a")[:63]
+	r := renderSet(t, valueSet{release: render.Release{Values: values}})
+	want := sixtyFour("a")[:59] + "-api"
+	if got := r.apiDeployment(t).Name; got != want {
+		t.Errorf("API Deployment %q, want %q", got, want)
+	}
+	for _, o := range r.objs {
+		if o.GetLabels()["app.kubernetes.io/component"] == "api" && o.GetKind() == "Service" && (len(o.GetName()) > 63 || o.GetName() == r.fullname) {
+			t.Errorf("API Service name %q", o.GetName())
+		}
+	}
+}
