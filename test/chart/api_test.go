@@ -93,7 +93,15 @@ type apiServiceRef struct {
 	Port      *int32 `json:"port,omitempty"`
 }
 
-func (r *rendered) apiName() string { return r.fullname + "-api" }
+// apiName is the name of the API's objects: the full name, cut to 59
+// characters (without a trailing "-"), plus "-api".
+func (r *rendered) apiName() string {
+	n := r.fullname
+	if len(n) > 59 {
+		n = strings.TrimSuffix(n[:59], "-")
+	}
+	return n + "-api"
+}
 
 func (r *rendered) apiDeployment(t *testing.T) *appsv1.Deployment {
 	t.Helper()
