@@ -25,6 +25,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -178,6 +179,7 @@ func apiValues() map[string]any {
 			"extraVolumeMounts": []any{map[string]any{"name": "dumps", "mountPath": "/var/dumps", "readOnly": true}},
 			"podAnnotations":    map[string]any{"example.com/team": "platform"},
 		},
+		"networkPolicy": map[string]any{"enabled": true, "apiFrom": []any{map[string]any{"ipBlock": map[string]any{"cidr": "10.0.0.0/8"}}}},
 	}
 }
 
@@ -225,6 +227,7 @@ func checkAPI(t *testing.T, r *rendered) {
 		"ClusterRoleBinding//" + name + "-auth-delegator",
 		"ConfigMap/" + ns + "/" + name,
 		"Deployment/" + ns + "/" + name,
+		"NetworkPolicy/" + ns + "/" + name,
 		"PodDisruptionBudget/" + ns + "/" + name,
 		"RoleBinding/kube-system/" + name + "-auth-reader",
 		"Service/" + ns + "/" + name,
@@ -354,6 +357,23 @@ func checkAPI(t *testing.T, r *rendered) {
 	one := intstr.FromInt32(1)
 	if diff := cmp.Diff(policyv1.PodDisruptionBudgetSpec{MinAvailable: &one, Selector: &metav1.LabelSelector{MatchLabels: selector}}, pdb.Spec); diff != "" {
 		t.Errorf("API PodDisruptionBudget (-want +got):\n%s", diff)
+	}
+
+	// The API's NetworkPolicy lets networkPolicy.apiFrom reach the port the
+	// Service and the probes use.
+	var np networkingv1.NetworkPolicy
+	render.Decode(t, render.Find(t, r.objs, "NetworkPolicy", name), &np)
+	https, tcp := intstr.FromString("https"), corev1.ProtocolTCP
+	wantNP := networkingv1.NetworkPolicySpec{
+		PodSelector: metav1.LabelSelector{MatchLabels: selector},
+		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+		Ingress: []networkingv1.NetworkPolicyIngressRule{{
+			Ports: []networkingv1.NetworkPolicyPort{{Port: &https, Protocol: &tcp}},
+			From:  []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/8"}}},
+		}},
+	}
+	if diff := cmp.Diff(wantNP, np.Spec); diff != "" {
+		t.Errorf("API NetworkPolicy (-want +got):\n%s", diff)
 	}
 
 	// The APIService: the Service's port, the CA from cert-manager's injector.
