@@ -350,6 +350,7 @@ func TestChartAgainstAPIServer(t *testing.T) {
 				"No default destination is set (config.destination)",
 				"Never injected: namespaces notes-default, kube-system.",
 				"Certificate notes-default/notes-default-dumpcatcher-tls",
+				"The dumps API is off (api.enabled=false).",
 			}},
 			{"notes-minio", []string{"-f", filepath.Join(root, "deploy", "examples", "values-minio.yaml")}, []string{
 				"Heap dumps go to: s3://heap-dumps/demo?endpoint=http://minio.minio.svc:9000&path-style=true",
