@@ -121,6 +121,30 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"no TLS Secret without cert-manager", map[string]any{"certManager": map[string]any{"enabled": false}, "tls": map[string]any{"caBundle": "Zm9v"}}, "tls.secretName: with certManager.enabled=false, name an existing Secret with tls.crt and tls.key"},
 		{"no caBundle without cert-manager", map[string]any{"certManager": map[string]any{"enabled": false}, "tls": map[string]any{"secretName": "x"}}, "tls.caBundle: with certManager.enabled=false, give the PEM of the CA"},
 		{"no ServiceAccount name", map[string]any{"serviceAccount": map[string]any{"create": false}}, "serviceAccount.name: name an existing ServiceAccount"},
+		// The dumps API.
+		{"api.enabled type", map[string]any{"api": map[string]any{"enabled": "true"}}, "at '/api/enabled': got string, want boolean"},
+		{"unknown api key", map[string]any{"api": map[string]any{"replicas": 2}}, "at '/api': additional properties 'replicas' not allowed"},
+		{"api aggregated into view", map[string]any{"api": map[string]any{"rbac": map[string]any{"aggregateToView": true}}}, "at '/api/rbac': additional properties 'aggregateToView' not allowed"},
+		{"api replicas", map[string]any{"api": map[string]any{"replicaCount": 0}}, "at '/api/replicaCount': minimum: got 0, want 1"},
+		{"api destination without url", map[string]any{"api": map[string]any{"destinations": []any{map[string]any{"name": "x"}}}}, "at '/api/destinations/0': missing property 'url'"},
+		{"api destination scheme", map[string]any{"api": map[string]any{"destinations": []any{map[string]any{"name": "x", "url": "gs://heap-dumps"}}}}, "at '/api/destinations/0/url': 'gs://heap-dumps' does not match pattern"},
+		{"api destination empty url", map[string]any{"api": map[string]any{"destinations": []any{map[string]any{"name": "x", "url": ""}}}}, "at '/api/destinations/0/url': '' does not match pattern"},
+		{"api destination endpoint credentials", map[string]any{"api": map[string]any{"destinations": []any{map[string]any{"name": "x", "url": "s3://heap-dumps?endpoint=https://key:secret@minio:9000"}}}}, "at '/api/destinations/0/url'"},
+		{"api destination name", map[string]any{"api": map[string]any{"destinations": []any{map[string]any{"name": "Team_B", "url": "s3://heap-dumps"}}}}, "at '/api/destinations/0/name': 'Team_B' does not match pattern"},
+		{"api destination unknown key", map[string]any{"api": map[string]any{"destinations": []any{map[string]any{"name": "x", "url": "s3://heap-dumps", "secret": "y"}}}}, "at '/api/destinations/0': additional properties 'secret' not allowed"},
+		{"api credentials Secret name", map[string]any{"api": map[string]any{"credentialsSecret": "Read Only"}}, "at '/api/credentialsSecret': 'Read Only' does not match pattern"},
+		{"api presign expiry", map[string]any{"api": map[string]any{"presign": map[string]any{"expiry": "10 minutes"}}}, "at '/api/presign/expiry': '10 minutes' does not match pattern"},
+		{"api presign type", map[string]any{"api": map[string]any{"presign": map[string]any{"enabled": "no"}}}, "at '/api/presign/enabled': got string, want boolean"},
+		{"api service port", map[string]any{"api": map[string]any{"service": map[string]any{"port": 0}}}, "at '/api/service/port': minimum: got 0, want 1"},
+		{"api PDB", map[string]any{"api": map[string]any{"podDisruptionBudget": map[string]any{"minAvailable": "half"}}}, "at '/api/podDisruptionBudget/minAvailable'"},
+		{"api extra volume mount path", map[string]any{"api": map[string]any{"extraVolumeMounts": []any{map[string]any{"name": "x", "mountPath": "dumps"}}}}, "at '/api/extraVolumeMounts/0/mountPath': 'dumps' does not match pattern"},
+		{"api TLS Secret name", map[string]any{"api": map[string]any{"tls": map[string]any{"secretName": "API TLS"}}}, "at '/api/tls/secretName': 'API TLS' does not match pattern"},
+		// Checks of the API templates.
+		{"api without destination", map[string]any{"api": map[string]any{"enabled": true}}, "api.enabled: the API has no destination to list; set config.destination or add api.destinations"},
+		{"api destination named default", map[string]any{"config": map[string]any{"destination": "s3://heap-dumps"}, "api": map[string]any{"enabled": true, "destinations": []any{map[string]any{"name": "default", "url": "s3://other-dumps"}}}}, `api.destinations[0].name: "default" is taken`},
+		{"api destination name twice", map[string]any{"api": map[string]any{"enabled": true, "destinations": []any{map[string]any{"name": "a", "url": "s3://aaa"}, map[string]any{"name": "a", "url": "s3://bbb"}}}}, `api.destinations[1].name: "a" is taken`},
+		{"no API TLS Secret without cert-manager", map[string]any{"certManager": map[string]any{"enabled": false}, "tls": map[string]any{"secretName": "x", "caBundle": "Zm9v"}, "config": map[string]any{"destination": "s3://heap-dumps"}, "api": map[string]any{"enabled": true}}, "api.tls.secretName: with certManager.enabled=false and api.enabled=true, name an existing Secret"},
+		{"no API ServiceAccount name", map[string]any{"config": map[string]any{"destination": "s3://heap-dumps"}, "api": map[string]any{"enabled": true, "serviceAccount": map[string]any{"create": false}}}, "api.serviceAccount.name: name an existing ServiceAccount"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

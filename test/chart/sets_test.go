@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/certs"
@@ -122,15 +123,25 @@ func defaultConfig(t *testing.T) config.Config {
 	return config.Default(chartAppVersion(t))
 }
 
+var (
+	testCAOnce sync.Once
+	testCAPEM  []byte
+)
+
+// testCA is a PEM CA certificate for the sets without cert-manager, the same
+// for the whole test binary (sets are built and checked in different tests).
+func testCA(t testing.TB) []byte {
+	testCAOnce.Do(func() { testCAPEM = certs.NewNamedCA(t, "dumpcatcher-test-ca").CertPEM })
+	return testCAPEM
+}
+
 func valueSets(t *testing.T) []valueSet {
 	root := render.RepoRoot(t)
-	// A PEM CA certificate for the sets without cert-manager.
-	testCA := certs.NewNamedCA(t, "dumpcatcher-test-ca").CertPEM
-	return []valueSet{
+	sets := []valueSet{
 		{name: "defaults", certManager: true, check: checkDefaults},
 		{
 			name:    "without-cert-manager",
-			release: render.Release{Name: "dc-nocm", Namespace: "dc-nocm", Values: map[string]any{"certManager": map[string]any{"enabled": false}, "tls": map[string]any{"secretName": "my-webhook-tls", "caBundle": string(testCA)}}},
+			release: render.Release{Name: "dc-nocm", Namespace: "dc-nocm", Values: map[string]any{"certManager": map[string]any{"enabled": false}, "tls": map[string]any{"secretName": "my-webhook-tls", "caBundle": string(testCA(t))}}},
 			check: func(t *testing.T, r *rendered) {
 				for _, o := range r.objs {
 					if o.GroupVersionKind().Group == "cert-manager.io" {
@@ -138,7 +149,7 @@ func valueSets(t *testing.T) []valueSet {
 					}
 				}
 				mwc := r.webhook(t)
-				if string(mwc.Webhooks[0].ClientConfig.CABundle) != string(testCA) {
+				if string(mwc.Webhooks[0].ClientConfig.CABundle) != string(testCA(t)) {
 					t.Errorf("caBundle = %q, want the PEM given in tls.caBundle", mwc.Webhooks[0].ClientConfig.CABundle)
 				}
 				if _, ok := mwc.Annotations["cert-manager.io/inject-ca-from"]; ok {
@@ -149,9 +160,9 @@ func valueSets(t *testing.T) []valueSet {
 				}
 				// The base64 form of the same PEM gives the same caBundle.
 				b64 := r.release
-				b64.Values = map[string]any{"certManager": map[string]any{"enabled": false}, "tls": map[string]any{"secretName": "my-webhook-tls", "caBundle": base64.StdEncoding.EncodeToString(testCA)}}
+				b64.Values = map[string]any{"certManager": map[string]any{"enabled": false}, "tls": map[string]any{"secretName": "my-webhook-tls", "caBundle": base64.StdEncoding.EncodeToString(testCA(t))}}
 				r2 := &rendered{release: b64, objs: render.Objects(t, b64.Template(t)), fullname: r.fullname}
-				if got := r2.webhook(t).Webhooks[0].ClientConfig.CABundle; string(got) != string(testCA) {
+				if got := r2.webhook(t).Webhooks[0].ClientConfig.CABundle; string(got) != string(testCA(t)) {
 					t.Errorf("base64 tls.caBundle: caBundle = %q, want the PEM", got)
 				}
 			},
@@ -283,6 +294,7 @@ func valueSets(t *testing.T) []valueSet {
 			},
 		},
 	}
+	return append(sets, apiValueSets(t)...)
 }
 
 func checkDefaults(t *testing.T, r *rendered) {
