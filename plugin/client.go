@@ -118,7 +118,13 @@ func (c *client) table(ctx context.Context, namespace, name, selector string) (*
 	} else {
 		req = req.AbsPath(path(namespace, name)...)
 	}
-	body, err := req.DoRaw(ctx)
+	// Result.Error decodes a Status body (DoRaw would not: a dumps server's
+	// 503 must not read as the aggregator's).
+	res := req.Do(ctx)
+	if err := res.Error(); err != nil {
+		return nil, err
+	}
+	body, err := res.Raw()
 	if err != nil {
 		return nil, err
 	}
