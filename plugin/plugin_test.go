@@ -191,7 +191,7 @@ func TestDownload(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		args       []string
-		partial    int    // bytes of a FILE.part present before
+		partial    int // bytes of a FILE.part present before
 		wrongSum   bool
 		want       []byte // the file (or stdout)
 		stdout     bool

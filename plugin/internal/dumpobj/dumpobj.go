@@ -45,7 +45,8 @@ func From(u *unstructured.Unstructured) (Dump, error) {
 
 // FileName is a safe local file name for the dump: the base name of its
 // file field (the store is not trusted: no directories, no hidden or
-// special names), else NAME.hprof plus the encoding's suffix.
+// special names), else NAME.hprof; plus the encoding's suffix (.gz, .zst)
+// when it lacks it.
 func (d Dump) FileName() string {
 	base := path.Base(strings.ReplaceAll(d.File, "\\", "/"))
 	ok := d.File != "" && base != "." && base != ".." && base != "/" && !strings.HasPrefix(base, ".") && len(base) <= 200
@@ -54,15 +55,15 @@ func (d Dump) FileName() string {
 			ok = false
 		}
 	}
-	if ok {
-		return base
-	}
 	name := d.Name + ".hprof"
-	switch d.Encoding {
-	case "gzip":
-		name += ".gz"
-	case "zstd":
-		name += ".zst"
+	if ok {
+		name = base
+	}
+	// The stored bytes carry the encoding's suffix (the file field names
+	// the original, uncompressed file).
+	suffix := map[string]string{"gzip": ".gz", "zstd": ".zst"}[d.Encoding]
+	if !strings.HasSuffix(name, suffix) {
+		name += suffix
 	}
 	return name
 }

@@ -43,6 +43,7 @@ func TestFileName(t *testing.T) {
 	}{
 		{"java_pid1.hprof", "none", "java_pid1.hprof"},
 		{"java_pid1.hprof.gz", "gzip", "java_pid1.hprof.gz"},
+		{"java_pid1.hprof", "zstd", "java_pid1.hprof.zst"},
 		{"../../etc/passwd", "none", "passwd"},
 		{"/abs/x.hprof", "none", "x.hprof"},
 		{"a\\..\\b.hprof", "none", "b.hprof"},

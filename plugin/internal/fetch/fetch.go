@@ -85,6 +85,17 @@ func Download(ctx context.Context, f Fetcher, o Options) (Result, error) {
 	if o.Hash != nil {
 		w = io.MultiWriter(o.Out, o.Hash)
 	}
+	// A failing write (disk full, a closed pipe) ends the download; a
+	// failing read (a cut connection) is resumed.
+	var writeErr error
+	out := w
+	w = writerFunc(func(p []byte) (int, error) {
+		n, err := out.Write(p)
+		if err != nil {
+			writeErr = err
+		}
+		return n, err
+	})
 	res := Result{Total: o.Size}
 	pos, chunk, stalls := o.Offset, o.Chunk, 0
 	if res.Total >= 0 && pos > res.Total {
@@ -156,6 +167,9 @@ func Download(ctx context.Context, f Fetcher, o Options) (Result, error) {
 		resp.Body.Close()
 		pos += n
 		progress()
+		if writeErr != nil {
+			return res, fmt.Errorf("writing byte %d: %w", pos, writeErr)
+		}
 		if want < 0 {
 			if err != nil {
 				return res, fmt.Errorf("the download broke at byte %d: %w (run the same command again to resume)", pos, err)

@@ -266,3 +266,21 @@ func TestDownloadProgress(t *testing.T) {
 		t.Errorf("progress (-want +got):\n%s", diff)
 	}
 }
+
+type failWriter struct{ after int }
+
+func (f *failWriter) Write(p []byte) (int, error) {
+	if f.after <= 0 {
+		return 0, errors.New("disk full")
+	}
+	f.after -= len(p)
+	return len(p), nil
+}
+
+func TestDownloadWriteErrorStops(t *testing.T) {
+	f := &fake{data: data(10)}
+	_, err := Download(context.Background(), f, Options{Size: 10, Chunk: 4, Out: &failWriter{after: 4}})
+	if err == nil || !strings.Contains(err.Error(), "disk full") || len(f.asked) != 2 {
+		t.Fatalf("Download = %v after %d requests, want 'disk full' after 2 (no retries of a write error)", err, len(f.asked))
+	}
+}
