@@ -36,6 +36,10 @@ const DefaultChunk = "64Mi"
 // chunkTarget is the time one range request should take at most.
 const chunkTarget = 20 * time.Second
 
+// requestTimeout cuts a range request that hangs (the kube-apiserver ends
+// its own after 60 s); the download goes on from the last byte received.
+const requestTimeout = 90 * time.Second
+
 func (o *downloadOpts) addFlags(cmd *cobra.Command, outputFlag bool) {
 	fl := cmd.Flags()
 	if outputFlag {
@@ -86,7 +90,7 @@ func (a *app) download(ctx context.Context, c *client, d dumpobj.Dump, o downloa
 		size = d.Size
 	}
 	f := fetch.HTTP{Client: c.http, URL: c.downloadURL(d.Namespace, d.Name), Name: d.Name}
-	opts := fetch.Options{Size: size, Chunk: q.Value(), Target: chunkTarget, Now: a.deps.now}
+	opts := fetch.Options{Size: size, Chunk: q.Value(), Target: chunkTarget, RequestTimeout: requestTimeout, Now: a.deps.now}
 	var bar *progress.Bar
 	if !o.quiet {
 		bar = &progress.Bar{W: a.streams.ErrOut, TTY: a.deps.isTerminal(a.streams.ErrOut), Label: d.Name, Now: a.deps.now}

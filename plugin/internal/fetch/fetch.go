@@ -54,6 +54,10 @@ type Options struct {
 	// Progress, when not nil, is called with the bytes done and the total
 	// (-1 when unknown) after each write.
 	Progress func(done, total int64)
+	// RequestTimeout bounds one request with its body (none when zero): a
+	// request that hangs is cut and the download goes on from the last
+	// byte received.
+	RequestTimeout time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 }
@@ -123,48 +127,10 @@ func Download(ctx context.Context, f Fetcher, o Options) (Result, error) {
 		}
 		from, to := Next(pos, res.Total, chunk)
 		start := now()
-		resp, err := f.Fetch(ctx, from, to)
-		res.Requests++
-		if err != nil {
-			return res, err
+		n, want, err, fatal := one(ctx, f, o.RequestTimeout, from, to, &res, w)
+		if fatal != nil {
+			return res, fatal
 		}
-		if resp.SHA256 != "" {
-			res.SHA256 = resp.SHA256
-		}
-		var want int64 // bytes this answer must carry
-		switch {
-		case resp.Partial:
-			if resp.Start != from {
-				resp.Body.Close()
-				return res, fmt.Errorf("asked for bytes from %d, the server sent from %d", from, resp.Start)
-			}
-			if resp.Total >= 0 {
-				if res.Total >= 0 && resp.Total != res.Total {
-					resp.Body.Close()
-					return res, fmt.Errorf("the dump has %d bytes now, %d before: it changed during the download; download it again", resp.Total, res.Total)
-				}
-				res.Total = resp.Total
-			}
-			if res.Total < 0 {
-				resp.Body.Close()
-				return res, errors.New("the server did not say the dump's size (Content-Range total \"*\") and the Dump has none: cannot download in chunks")
-			}
-			to = min(to, res.Total-1)
-			want = to - from + 1
-		case from != 0:
-			resp.Body.Close()
-			return res, fmt.Errorf("the server ignored the Range header (answered 200 to bytes=%d-%d): cannot resume or download in chunks", from, to)
-		default:
-			// The whole object in one answer.
-			want = -1
-		}
-		var n int64
-		if want < 0 {
-			n, err = io.Copy(w, resp.Body)
-		} else {
-			n, err = io.Copy(w, io.LimitReader(resp.Body, want))
-		}
-		resp.Body.Close()
 		pos += n
 		progress()
 		if writeErr != nil {
@@ -284,6 +250,49 @@ func HashFile(r io.Reader, n int64) (hash.Hash, error) {
 		return nil, fmt.Errorf("the partial file shrank: read %d of %d bytes", got, n)
 	}
 	return h, nil
+}
+
+// one asks for bytes from..to and copies the answer to w. It returns the
+// bytes copied, the bytes the answer had to carry (-1: all of a 200), the
+// error that cut the copy, and a fatal error that ends the download.
+func one(ctx context.Context, f Fetcher, timeout time.Duration, from, to int64, res *Result, w io.Writer) (n, want int64, cut, fatal error) {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	resp, err := f.Fetch(ctx, from, to)
+	res.Requests++
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	defer resp.Body.Close()
+	if resp.SHA256 != "" {
+		res.SHA256 = resp.SHA256
+	}
+	switch {
+	case resp.Partial:
+		if resp.Start != from {
+			return 0, 0, nil, fmt.Errorf("asked for bytes from %d, the server sent from %d", from, resp.Start)
+		}
+		if resp.Total >= 0 {
+			if res.Total >= 0 && resp.Total != res.Total {
+				return 0, 0, nil, fmt.Errorf("the dump has %d bytes now, %d before: it changed during the download; download it again", resp.Total, res.Total)
+			}
+			res.Total = resp.Total
+		}
+		if res.Total < 0 {
+			return 0, 0, nil, errors.New("the server did not say the dump's size (Content-Range total \"*\") and the Dump has none: cannot download in chunks")
+		}
+		want = min(to, res.Total-1) - from + 1
+		n, err = io.Copy(w, io.LimitReader(resp.Body, want))
+		return n, want, err, nil
+	case from != 0:
+		return 0, 0, nil, fmt.Errorf("the server ignored the Range header (answered 200 to bytes=%d-%d): cannot resume or download in chunks", from, to)
+	}
+	// The whole object in one answer.
+	n, err = io.Copy(w, resp.Body)
+	return n, -1, err, nil
 }
 
 type writerFunc func([]byte) (int, error)

@@ -284,3 +284,48 @@ func TestDownloadWriteErrorStops(t *testing.T) {
 		t.Fatalf("Download = %v after %d requests, want 'disk full' after 2 (no retries of a write error)", err, len(f.asked))
 	}
 }
+
+// hangFetcher sends half of each range, then hangs until the request's
+// context ends (a black-holed connection).
+type hangFetcher struct {
+	data  []byte
+	asked int
+}
+
+type hangBody struct {
+	ctx  context.Context
+	data []byte
+}
+
+func (b *hangBody) Read(p []byte) (int, error) {
+	if len(b.data) > 0 {
+		n := copy(p, b.data)
+		b.data = b.data[n:]
+		return n, nil
+	}
+	<-b.ctx.Done()
+	return 0, b.ctx.Err()
+}
+
+func (b *hangBody) Close() error { return nil }
+
+func (f *hangFetcher) Fetch(ctx context.Context, from, to int64) (*Response, error) {
+	f.asked++
+	to = min(to, int64(len(f.data))-1)
+	half := from + (to-from+1+1)/2
+	return &Response{Partial: true, Start: from, Total: int64(len(f.data)), Body: &hangBody{ctx: ctx, data: f.data[from:half]}}, nil
+}
+
+func TestDownloadRequestTimeoutResumes(t *testing.T) {
+	d := data(8)
+	f := &hangFetcher{data: d}
+	var out bytes.Buffer
+	_, err := Download(context.Background(), f, Options{Size: 8, Chunk: 8, RequestTimeout: 10 * time.Millisecond, Out: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 8 bytes: 4, then 2, 1, 1 — each hanging request cut after its half.
+	if !bytes.Equal(out.Bytes(), d) || f.asked != 4 {
+		t.Fatalf("got %x in %d requests, want %x in 4", out.Bytes(), f.asked, d)
+	}
+}
