@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -22,8 +23,10 @@ import (
 	"testing"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes/scheme"
 )
 
 type fakeDump struct {
@@ -117,6 +120,34 @@ func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if p == "/api" {
 		writeJSON(w, map[string]any{"kind": "APIVersions", "versions": []string{"v1"}})
+		return
+	}
+	if p == "/api/v1/namespaces" {
+		if f.forbidden["namespaces"] {
+			status(w, 403, "Forbidden", "namespaces is forbidden")
+			return
+		}
+		var items []map[string]any
+		for _, n := range []string{"bank", "secret", "shop"} {
+			items = append(items, map[string]any{"metadata": map[string]any{"name": n}})
+		}
+		writeJSON(w, map[string]any{"kind": "NamespaceList", "apiVersion": "v1", "metadata": map[string]any{}, "items": items})
+		return
+	}
+	if p == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" && r.Method == http.MethodPost {
+		raw, _ := io.ReadAll(r.Body)
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(raw, nil, nil)
+		rev, ok := obj.(*authorizationv1.SelfSubjectAccessReview)
+		if err != nil || !ok || rev.Spec.ResourceAttributes == nil {
+			status(w, 400, "BadRequest", fmt.Sprintf("not a SelfSubjectAccessReview: %v", err))
+			return
+		}
+		ra := rev.Spec.ResourceAttributes
+		rev.Status.Allowed = ra.Group == "dumps.dumpcatcher.io" && ra.Resource == "dumps" && ra.Verb == "list" && !f.forbidden[ra.Namespace]
+		rev.APIVersion, rev.Kind = "authorization.k8s.io/v1", "SelfSubjectAccessReview"
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		json.NewEncoder(w).Encode(rev)
 		return
 	}
 	if rest, ok := strings.CutPrefix(p, "/api/v1/namespaces/"); ok {

@@ -69,7 +69,7 @@ kubeconfig identity: no bucket credentials needed.`,
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	flags.AddFlags(root.PersistentFlags())
-	root.AddCommand(a.listCmd(), a.getCmd(), a.downloadCmd(), a.deleteCmd(), a.dumpCmd())
+	root.AddCommand(a.listCmd(), a.getCmd(), a.downloadCmd(), a.deleteCmd(), a.dumpCmd(), a.uiCmd())
 	return root
 }
 
