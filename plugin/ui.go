@@ -35,7 +35,8 @@ var uiHTML string
 
 var uiTemplate = template.Must(template.New("ui").Parse(uiHTML))
 
-// cookieName carries the page's secret after the first visit.
+// cookieName carries the page's secret after the first visit (plus the
+// port: cookies are shared between the ports of a host).
 const cookieName = "dumpcatcher-ui"
 
 // maxNamespaces bounds the access reviews of the index page.
@@ -165,7 +166,7 @@ func (u *ui) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		// Move the secret into a cookie and out of the address bar.
-		http.SetCookie(w, &http.Cookie{Name: cookieName, Value: u.token, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode})
+		http.SetCookie(w, &http.Cookie{Name: cookieName + u.port, Value: u.token, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode})
 		q := r.URL.Query()
 		q.Del("token")
 		target := r.URL.Path
@@ -175,7 +176,7 @@ func (u *ui) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, target, http.StatusSeeOther)
 		return
 	}
-	ck, err := r.Cookie(cookieName)
+	ck, err := r.Cookie(cookieName + u.port)
 	if err != nil || !u.secretOK(ck.Value) {
 		http.Error(w, "no token: open the URL kubectl dumpcatcher ui printed (it carries ?token=...)", http.StatusForbidden)
 		return

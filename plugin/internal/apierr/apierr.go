@@ -80,7 +80,7 @@ func Explain(err error, req Request, installed Discovery) error {
 	return err
 }
 
-const notInstalled = "the dumps API is not installed in this cluster: install it with `helm upgrade RELEASE dumpcatcher/dumpcatcher --reuse-values --set api.enabled=true` (ask a cluster admin), then check `kubectl get apiservice " + APIService + "`"
+const notInstalled = "the dumps API is not installed in this cluster: install it with `helm upgrade RELEASE charts/dumpcatcher -n RELEASE_NAMESPACE --reuse-values --set api.enabled=true` (a cluster admin does), then check `kubectl get apiservice " + APIService + "`"
 
 // fromAggregator tells an aggregator's 503 (no Status body: the APIService
 // is unavailable) from the dumps server's own (a Status naming the store).
