@@ -97,7 +97,7 @@ func (a *app) takeDump(ctx context.Context, c *client, ns, podName, container st
 	}
 	fmt.Fprintf(a.streams.ErrOut, "running %q in %s/%s, container %s\n", t.Command(), ns, podName, t.Container)
 	var captured bytes.Buffer
-	out := io.MultiWriter(a.streams.ErrOut, &limitWriter{w: &captured, n: maxCapture})
+	out := io.MultiWriter(execdump.Printable(a.streams.ErrOut), &limitWriter{w: &captured, n: maxCapture})
 	if err := a.deps.executor(c).Exec(ctx, ns, podName, t.Container, t.Command(), out, out); err != nil {
 		var ce exec.CodeExitError
 		if errors.As(err, &ce) {

@@ -315,7 +315,8 @@ func TestDump(t *testing.T) {
 	f.pods["shop/web-1"] = `{"containers":[{"name":"app","mountPath":"/dumpcatcher-1"}]}`
 	url := "s3://dumps/shop/deployment-web/web-1/app/20261129t100000z-manual-java_pid7.hprof"
 	e := &fakeExec{f: f,
-		output: "pid 7: heap dump written to /dumpcatcher-1/dumps/java_pid7.hprof in 1s; the dumpcatcher sidecar uploads it to " + url + "\n",
+		output: "\x1b]0;owned\x07pid 7: under memory pressure\n" +
+			"pid 7: heap dump written to /dumpcatcher-1/dumps/java_pid7.hprof in 1s; the dumpcatcher sidecar uploads it to " + url + "\n",
 		upload: func() {
 			f.add("shop", "web-1-app-manual-dddddddddd", []byte("dumped"), map[string]any{"pod": "web-1", "container": "app", "url": url})
 		}}
@@ -326,6 +327,9 @@ func TestDump(t *testing.T) {
 	want := []string{"shop", "web-1", "app", "/dumpcatcher-1/bin/dumpcatcher", "dump", "--reason=manual", "--container=app"}
 	if diff := cmp.Diff(want, e.got); diff != "" {
 		t.Errorf("exec (-want +got):\n%s", diff)
+	}
+	if strings.ContainsAny(errOut, "\x1b\x07") || !strings.Contains(errOut, "?]0;owned?pid 7: under memory pressure") {
+		t.Errorf("the container's output reached the terminal unfiltered: %q", errOut)
 	}
 	if out != "web-1-app-manual-dddddddddd\n" || !strings.Contains(errOut, "kubectl dumpcatcher download web-1-app-manual-dddddddddd -n shop") {
 		t.Errorf("stdout %q, stderr %q", out, errOut)

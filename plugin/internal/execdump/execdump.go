@@ -176,3 +176,24 @@ func Wait(ctx context.Context, list Lister, retry func(error) bool, w Written, p
 		}
 	}
 }
+
+// Printable wraps w so that the in-container command's output (the app
+// container's: untrusted) cannot drive the user's terminal: control
+// characters other than newline and tab become '?'.
+func Printable(w io.Writer) io.Writer { return printable{w} }
+
+type printable struct{ w io.Writer }
+
+func (p printable) Write(b []byte) (int, error) {
+	c := make([]byte, len(b))
+	for i, x := range b {
+		if (x < 0x20 && x != '\n' && x != '\t') || x == 0x7f {
+			x = '?'
+		}
+		c[i] = x
+	}
+	if _, err := p.w.Write(c); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}

@@ -142,3 +142,11 @@ func TestWait(t *testing.T) {
 		t.Fatalf("Wait timing out = %v, want ErrNotListed naming the list command", err)
 	}
 }
+
+func TestPrintable(t *testing.T) {
+	var b strings.Builder
+	n, err := Printable(&b).Write([]byte("pid 1: ok\n\x1b]0;pwned\x07\tdone\r\x7f"))
+	if err != nil || n != 27 || b.String() != "pid 1: ok\n?]0;pwned?\tdone??" {
+		t.Fatalf("Printable wrote %q (%d, %v)", b.String(), n, err)
+	}
+}
