@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/dumpcatcher/dumpcatcher/plugin/internal/apierr"
 	"github.com/dumpcatcher/dumpcatcher/plugin/internal/dumpobj"
@@ -135,8 +136,14 @@ func (c *client) table(ctx context.Context, namespace, name, selector string) (*
 	if t.Kind != "Table" {
 		return nil, fmt.Errorf("the dumps API answered a %q, not a Table: is it the dumpcatcher API server?", t.Kind)
 	}
-	// The rows carry the objects' metadata; decode it for the NAMESPACE column.
+	// The rows carry the objects' metadata; decode it for the NAMESPACE
+	// column. Cells come from the store's keys: no control characters.
 	for i := range t.Rows {
+		for j, cell := range t.Rows[i].Cells {
+			if s, ok := cell.(string); ok {
+				t.Rows[i].Cells[j] = controlFree(s)
+			}
+		}
 		if raw := t.Rows[i].Object.Raw; len(raw) > 0 {
 			u := &unstructured.Unstructured{}
 			if err := u.UnmarshalJSON(raw); err == nil {
@@ -173,4 +180,14 @@ func (c *client) downloadURL(namespace, name string) string {
 func retryable(err error) bool {
 	return apierrors.IsServiceUnavailable(err) || apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err) ||
 		apierrors.IsTooManyRequests(err) || apierrors.IsInternalError(err)
+}
+
+// controlFree replaces control characters with '?'.
+func controlFree(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return '?'
+		}
+		return r
+	}, s)
 }

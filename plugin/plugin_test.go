@@ -41,6 +41,7 @@ func run(t *testing.T, f *fakeAPI, d deps, args ...string) (string, string, erro
 func seed(f *fakeAPI) {
 	f.add("shop", "web-1-app-oom-aaaaaaaaaa", []byte("heap one"), map[string]any{"workload": "deployment-web", "pod": "web-1", "container": "app", "reason": "oom", "node": "n1", "file": "java_pid1.hprof"})
 	f.add("shop", "web-2-app-manual-bbbbbbbbbb", []byte("heap two"), map[string]any{"workload": "deployment-web", "pod": "web-2", "container": "app", "reason": "manual", "node": "n2"})
+	f.add("odd", "odd-aaaaaaaaaa", []byte("x"), map[string]any{"workload": "\x1b[2Jx", "pod": "p", "container": "c", "reason": "oom"})
 	f.add("bank", "ledger-0-app-prestop-cccccccccc", []byte("heap three"), map[string]any{"workload": "statefulset-ledger", "pod": "ledger-0", "container": "app", "reason": "prestop", "node": "n3"})
 }
 
@@ -67,6 +68,8 @@ func TestList(t *testing.T) {
 			want: "ledger-0-app-prestop-cccccccccc   statefulset-ledger   ledger-0   app   prestop   10B   true   5m    n3\n"},
 		{name: "names", args: []string{"list", "--pod", "web-2", "-o", "name"}, wantSel: "dumpcatcher.io/pod=web-2",
 			want: "dump.dumps.dumpcatcher.io/web-2-app-manual-bbbbbbbbbb\n"},
+		{name: "control characters in cells", args: []string{"list", "-n", "odd", "--no-headers"},
+			want: "odd-aaaaaaaaaa   ?[2Jx   p     c     oom   1B    true   5m\n"},
 		{name: "empty", args: []string{"list", "-n", "empty"}, wantErrO: "No dumps found in namespace empty.\n"},
 		{name: "bad reason", args: []string{"list", "--reason", "x"}, wantErr: "--reason"},
 	} {
@@ -161,7 +164,7 @@ func TestDelete(t *testing.T) {
 	f := newFakeAPI(t)
 	seed(f)
 	out, _, err := run(t, f, testDeps(nil), "delete", "web-1-app-oom-aaaaaaaaaa")
-	if err != nil || out != "dump \"web-1-app-oom-aaaaaaaaaa\" deleted from namespace shop\n" || len(f.dumps) != 2 {
+	if err != nil || out != "dump \"web-1-app-oom-aaaaaaaaaa\" deleted from namespace shop\n" || len(f.dumps) != 3 {
 		t.Fatalf("delete = %q, %v; %d dumps left", out, err, len(f.dumps))
 	}
 }
