@@ -95,6 +95,19 @@ func (a *app) takeDump(ctx context.Context, c *client, ns, podName, container st
 	if pod.Status.Phase != corev1.PodRunning {
 		return nil, fmt.Errorf("pod %s/%s is %s, not Running: a dump needs the JVM running", ns, podName, pod.Status.Phase)
 	}
+	sel, err := selector.Build(selector.Filter{Pod: podName, Container: t.Container})
+	if err != nil {
+		return nil, err
+	}
+	// The dumps there before, to tell the new one when no URL is printed.
+	before := map[string]bool{}
+	if l, err := c.dynamic.Namespace(ns).List(ctx, metav1.ListOptions{LabelSelector: sel}); err == nil {
+		for _, it := range l.Items {
+			before[it.GetName()] = true
+		}
+	} else if !retryable(err) {
+		return nil, c.explain(err, apierr.Request{Verb: "list", Namespace: ns})
+	}
 	fmt.Fprintf(a.streams.ErrOut, "running %q in %s/%s, container %s\n", t.Command(), ns, podName, t.Container)
 	var captured bytes.Buffer
 	out := io.MultiWriter(execdump.Printable(a.streams.ErrOut), &limitWriter{w: &captured, n: maxCapture})
@@ -111,10 +124,6 @@ func (a *app) takeDump(ctx context.Context, c *client, ns, podName, container st
 	}
 	if len(written) == 0 {
 		return nil, fmt.Errorf("the in-container dump wrote no heap dump: see its output above")
-	}
-	sel, err := selector.Build(selector.Filter{Pod: podName, Container: t.Container})
-	if err != nil {
-		return nil, err
 	}
 	list := func(ctx context.Context) ([]dumpobj.Dump, error) {
 		l, err := c.dynamic.Namespace(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
@@ -137,7 +146,7 @@ func (a *app) takeDump(ctx context.Context, c *client, ns, podName, container st
 	var found []dumpobj.Dump
 	for _, w := range written {
 		fmt.Fprintf(a.streams.ErrOut, "waiting (up to %v) for the dumps API to list %s\n", wait, w.Path)
-		d, err := execdump.Wait(ctx, list, retryable, w, podName, t.Container, 2*time.Second, wait)
+		d, err := execdump.Wait(ctx, list, retryable, w, before, podName, t.Container, 2*time.Second, wait)
 		if err != nil {
 			return found, err
 		}

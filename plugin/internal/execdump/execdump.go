@@ -142,8 +142,11 @@ var ErrNotListed = errors.New("not listed yet")
 // Wait polls list every interval until a Dump matches w, for at most
 // timeout. The uploader needs the time of the upload (a large dump takes a
 // while) and the API lists only finished objects. A list error for which
-// retry is false (forbidden, not installed) ends the wait at once.
-func Wait(ctx context.Context, list Lister, retry func(error) bool, w Written, pod, container string, interval, timeout time.Duration) (dumpobj.Dump, error) {
+// retry is false (forbidden, not installed) ends the wait at once. When the
+// command did not print the object URL, the dumps listed before it ran
+// (before: their names) are not candidates: a JVM often has the same pid,
+// hence the same file name, in every dump.
+func Wait(ctx context.Context, list Lister, retry func(error) bool, w Written, before map[string]bool, pod, container string, interval, timeout time.Duration) (dumpobj.Dump, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	t := time.NewTicker(interval)
@@ -153,6 +156,9 @@ func Wait(ctx context.Context, list Lister, retry func(error) bool, w Written, p
 		items, err := list(ctx)
 		if err == nil {
 			for _, d := range items {
+				if w.URL == "" && before[d.Name] {
+					continue
+				}
 				if Matches(d, w, pod, container) {
 					return d, nil
 				}

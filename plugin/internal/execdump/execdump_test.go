@@ -126,18 +126,18 @@ func TestWait(t *testing.T) {
 		return []dumpobj.Dump{{URL: "s3://b/other"}, want}, nil
 	}
 	retry := func(err error) bool { return err == transient }
-	got, err := Wait(context.Background(), list, retry, w, "p", "c", time.Millisecond, time.Minute)
+	got, err := Wait(context.Background(), list, retry, w, nil, "p", "c", time.Millisecond, time.Minute)
 	if err != nil || got.URL != want.URL || calls != 3 {
 		t.Fatalf("Wait = %+v, %v after %d lists; want the dump after 3", got, err, calls)
 	}
 
 	forbidden := errors.New("forbidden")
-	_, err = Wait(context.Background(), func(context.Context) ([]dumpobj.Dump, error) { return nil, forbidden }, retry, w, "p", "c", time.Millisecond, time.Minute)
+	_, err = Wait(context.Background(), func(context.Context) ([]dumpobj.Dump, error) { return nil, forbidden }, retry, w, nil, "p", "c", time.Millisecond, time.Minute)
 	if !errors.Is(err, forbidden) {
 		t.Fatalf("Wait with a permanent error = %v, want it at once", err)
 	}
 
-	_, err = Wait(context.Background(), func(context.Context) ([]dumpobj.Dump, error) { return nil, nil }, retry, w, "p", "c", time.Millisecond, 20*time.Millisecond)
+	_, err = Wait(context.Background(), func(context.Context) ([]dumpobj.Dump, error) { return nil, nil }, retry, w, nil, "p", "c", time.Millisecond, 20*time.Millisecond)
 	if !errors.Is(err, ErrNotListed) || !strings.Contains(err.Error(), "--pod p") {
 		t.Fatalf("Wait timing out = %v, want ErrNotListed naming the list command", err)
 	}
@@ -148,5 +148,23 @@ func TestPrintable(t *testing.T) {
 	n, err := Printable(&b).Write([]byte("pid 1: ok\n\x1b]0;pwned\x07\tdone\r\x7f"))
 	if err != nil || n != 27 || b.String() != "pid 1: ok\n?]0;pwned?\tdone??" {
 		t.Fatalf("Printable wrote %q (%d, %v)", b.String(), n, err)
+	}
+}
+
+func TestWaitSkipsEarlierDumpsWithoutURL(t *testing.T) {
+	w := Written{Path: "/dumpcatcher/dumps/java_pid1.hprof"}
+	old := dumpobj.Dump{ObjectMeta: metav1.ObjectMeta{Name: "old"}, Pod: "p", Container: "c", File: "java_pid1.hprof"}
+	fresh := dumpobj.Dump{ObjectMeta: metav1.ObjectMeta{Name: "new"}, Pod: "p", Container: "c", File: "java_pid1.hprof"}
+	calls := 0
+	list := func(context.Context) ([]dumpobj.Dump, error) {
+		calls++
+		if calls == 1 {
+			return []dumpobj.Dump{old}, nil
+		}
+		return []dumpobj.Dump{old, fresh}, nil
+	}
+	got, err := Wait(context.Background(), list, nil, w, map[string]bool{"old": true}, "p", "c", time.Millisecond, time.Minute)
+	if err != nil || got.Name != "new" {
+		t.Fatalf("Wait = %q, %v; want the dump that was not there before", got.Name, err)
 	}
 }
