@@ -21,6 +21,7 @@ tools: ## build the pinned test tools (kube-apiserver, etcd, minio, helm, helm-d
 build: ## build the static binaries into bin/
 	$(GO_BUILD) -o $(BIN)/dumpcatcher-webhook ./cmd/dumpcatcher-webhook
 	$(GO_BUILD) -o $(BIN)/dumpcatcher ./cmd/dumpcatcher
+	$(GO_BUILD) -o $(BIN)/kubectl-dumpcatcher ./cmd/kubectl-dumpcatcher
 
 .PHONY: lint
 lint: ## gofmt and go vet
