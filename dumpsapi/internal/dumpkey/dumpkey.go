@@ -103,9 +103,16 @@ func Parse(rel string) Parsed {
 	return p
 }
 
-// Name is the Dump name of a relative key.
-func Name(rel string) string {
-	sum := sha256.Sum256([]byte(rel))
+// Name is the Dump name of a relative key. salt is "" for the first
+// configured destination and the destination's name for the others, so that
+// the same key in two destinations gives two names (and the first
+// destination's names do not change when others are added).
+func Name(salt, rel string) string {
+	in := rel
+	if salt != "" {
+		in = salt + "\x00" + rel
+	}
+	sum := sha256.Sum256([]byte(in))
 	h := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:]))[:hashLen]
 	p := Parse(rel)
 	var parts []string
@@ -147,16 +154,17 @@ func sanitize(s string) string {
 	return out
 }
 
-// Match reports whether key (relative to the destination's prefix) is the
-// dump called name in namespace, and returns its relative key. Only keys
-// under "<namespace>/" that are not Hidden can match.
-func Match(namespace, name, key string) (string, bool) {
+// Match reports whether key (relative to the prefix of the destination of
+// salt, see Name) is the dump called name in namespace, and returns its
+// relative key. Only keys under "<namespace>/" that are not Hidden can
+// match.
+func Match(salt, namespace, name, key string) (string, bool) {
 	prefix, err := Prefix(namespace)
 	if err != nil {
 		return "", false
 	}
 	rel, ok := strings.CutPrefix(key, prefix)
-	if !ok || Hidden(rel) || Name(rel) != name {
+	if !ok || Hidden(rel) || Name(salt, rel) != name {
 		return "", false
 	}
 	return rel, true
@@ -174,6 +182,10 @@ type Object struct {
 	Metadata map[string]string
 	// URL of the object; Destination the configured destination's name.
 	URL, Destination string
+	// Salt is Name's salt: "" for the first destination, else its name.
+	Salt string
+	// ContentEncoding as stored, used when the metadata has no encoding.
+	ContentEncoding string
 }
 
 // Dump builds the Dump of o in namespace, or false when o is not one
@@ -211,7 +223,7 @@ func Dump(namespace string, o Object) (v1alpha1.Dump, bool) {
 	d := v1alpha1.Dump{
 		TypeMeta: metav1.TypeMeta{Kind: "Dump", APIVersion: v1alpha1.SchemeGroupVersion.String()},
 		ObjectMeta: metav1.ObjectMeta{
-			Name:              Name(rel),
+			Name:              Name(o.Salt, rel),
 			Namespace:         namespace,
 			CreationTimestamp: metav1.NewTime(t),
 		},
@@ -237,10 +249,10 @@ func Dump(namespace string, o Object) (v1alpha1.Dump, bool) {
 		no := false
 		d.Complete = &no
 	}
-	if o.Metadata != nil && d.Encoding == "" {
-		d.Encoding = "none"
+	if d.Encoding == "" {
+		d.Encoding = o.ContentEncoding
 	}
-	if d.Encoding == "identity" {
+	if o.Metadata != nil && d.Encoding == "" || d.Encoding == "identity" {
 		d.Encoding = "none"
 	}
 	var n int64

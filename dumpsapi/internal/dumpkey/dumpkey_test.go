@@ -58,15 +58,15 @@ func TestName(t *testing.T) {
 		{"___", "dump-"},
 		{"w/" + strings.Repeat("P", 300) + "/c/x", strings.Repeat("p", 80) + "-"},
 	} {
-		got := Name(tc.rel)
+		got := Name("", tc.rel)
 		if !strings.HasPrefix(got, tc.want) || len(got) != len(tc.want)+hashLen {
 			t.Errorf("Name(%q) = %q, want %q + %d hash characters", tc.rel, got, tc.want, hashLen)
 		}
-		if Name(tc.rel) != got {
+		if Name("", tc.rel) != got {
 			t.Errorf("Name(%q) not stable", tc.rel)
 		}
 	}
-	if Name("w/p/c/a") == Name("w/p/c/b") {
+	if Name("", "w/p/c/a") == Name("", "w/p/c/b") || Name("", "w/p/c/a") == Name("other", "w/p/c/a") {
 		t.Error("different keys give the same name")
 	}
 }
@@ -89,7 +89,7 @@ func TestHiddenAndMatch(t *testing.T) {
 		{"Shop", "Shop/w", false},
 	} {
 		rel := strings.TrimPrefix(tc.key, tc.ns+"/")
-		_, ok := Match(tc.ns, Name(rel), tc.key)
+		_, ok := Match("", tc.ns, Name("", rel), tc.key)
 		if ok != tc.ok {
 			t.Errorf("Match(%q, Name(%q), %q) = %v, want %v", tc.ns, rel, tc.key, ok, tc.ok)
 		}
@@ -112,7 +112,7 @@ func TestDump(t *testing.T) {
 	}
 	base := v1alpha1.Dump{
 		TypeMeta:   metav1.TypeMeta{Kind: "Dump", APIVersion: "dumps.dumpcatcher.io/v1alpha1"},
-		ObjectMeta: metav1.ObjectMeta{Name: Name(rel), Namespace: "shop", CreationTimestamp: metav1.NewTime(ts), Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Name: Name("", rel), Namespace: "shop", CreationTimestamp: metav1.NewTime(ts), Labels: labels},
 		Workload:   "deployment-web", Pod: "web-1", Container: "app", Reason: "oom", File: "java_pid1.hprof.gz",
 		Size: 42, URL: "s3://b/" + key, Destination: "default", Time: metav1.NewTime(ts),
 	}
@@ -145,7 +145,7 @@ func TestDump(t *testing.T) {
 	got, _ := Dump("shop", Object{Key: "shop/x.hprof", Size: 1, LastModified: stored, Metadata: map[string]string{}})
 	want := v1alpha1.Dump{
 		TypeMeta:   base.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{Name: Name("x.hprof"), Namespace: "shop", CreationTimestamp: metav1.NewTime(stored)},
+		ObjectMeta: metav1.ObjectMeta{Name: Name("", "x.hprof"), Namespace: "shop", CreationTimestamp: metav1.NewTime(stored)},
 		File:       "x.hprof", Size: 1, Encoding: "none", Time: metav1.NewTime(stored),
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -163,20 +163,21 @@ func FuzzMatch(f *testing.F) {
 	f.Add("a", "a/../b/f", "")
 	f.Add("a", "a/"+strings.Repeat("é/", 40), "")
 	f.Fuzz(func(t *testing.T, ns, key, name string) {
+		const salt = "" // the first destination; others only change the hash input
 		if i := strings.IndexByte(key, '/'); i >= 0 {
 			rel := key[i+1:]
-			n := Name(rel)
+			n := Name(salt, rel)
 			if errs := validation.IsDNS1123Subdomain(n); len(errs) > 0 {
 				t.Fatalf("Name(%q) = %q: %v", rel, n, errs)
 			}
-			if n != Name(rel) {
+			if n != Name(salt, rel) {
 				t.Fatalf("Name(%q) not stable", rel)
 			}
 			if name == "" {
 				name = n
 			}
 		}
-		rel, ok := Match(ns, name, key)
+		rel, ok := Match(salt, ns, name, key)
 		if !ok {
 			return
 		}
