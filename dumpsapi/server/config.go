@@ -145,7 +145,7 @@ func (c Config) Validate() field.ErrorList {
 		case len(validation.IsDNS1123Label(d.Name)) > 0:
 			errs = append(errs, field.Invalid(pi.Child("name"), d.Name, fmt.Sprintf("%q is not a DNS label: lower-case letters, digits and '-'", d.Name)))
 		case seen[d.Name]:
-			errs = append(errs, field.Duplicate(pi.Child("name"), d.Name))
+			errs = append(errs, field.Invalid(pi.Child("name"), d.Name, fmt.Sprintf("%q is the name of an earlier destination: names must be unique", d.Name)))
 		}
 		seen[d.Name] = true
 		dest, err := contract.ParseDestination(d.URL)
