@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/util/sets"
+	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
 	apirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
@@ -26,6 +27,7 @@ import (
 	"k8s.io/component-base/compatibility"
 
 	"github.com/dumpcatcher/dumpcatcher/dumpsapi/apis/dumps/v1alpha1"
+	"github.com/dumpcatcher/dumpcatcher/dumpsapi/internal/openapi"
 	"github.com/dumpcatcher/dumpcatcher/dumpsapi/internal/registry"
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
@@ -145,6 +147,11 @@ func New(o *Options, stores *registry.Stores, log logr.Logger) (*genericapiserve
 	// The k8s.io/apiserver version this is built with (it gates its features).
 	c.EffectiveVersion = compatibility.NewEffectiveVersionFromString("1.34", "", "")
 	c.LongRunningFunc = longRunning
+	namer := openapinamer.NewDefinitionNamer(scheme)
+	c.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(openapi.GetOpenAPIDefinitions, namer)
+	c.OpenAPIConfig.Info.Title = "dumpcatcher-api"
+	c.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(openapi.GetOpenAPIDefinitions, namer)
+	c.OpenAPIV3Config.Info.Title = "dumpcatcher-api"
 	if err := o.SecureServing.ApplyTo(&c.SecureServing, &c.LoopbackClientConfig); err != nil {
 		return nil, err
 	}

@@ -4,4 +4,5 @@
 //
 // +groupName=dumps.dumpcatcher.io
 // +k8s:deepcopy-gen=package
+// +k8s:openapi-gen=true
 package v1alpha1
