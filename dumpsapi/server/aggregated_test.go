@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -55,6 +57,10 @@ type rig struct {
 	nasDir       string
 	kube         *kubernetes.Clientset
 	serverCancel context.CancelFunc
+	// direct reaches the dumps API server itself, as the aggregator does:
+	// with the front-proxy client certificate and X-Remote-User.
+	direct    *http.Client
+	serverURL string
 }
 
 func must(t *testing.T, err error) {
@@ -182,6 +188,12 @@ func startRig(t *testing.T) *rig {
 	must(t, err)
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
+	r.serverURL = fmt.Sprintf("https://127.0.0.1:%d", port)
+	pair, err := tls.LoadX509KeyPair(proxyCert, proxyKey)
+	must(t, err)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(servingCA.pem)
+	r.direct = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: roots}}}
 	o := server.NewOptions()
 	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
 	o.AddFlags(fs)

@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -190,7 +191,7 @@ func storez(stores *registry.Stores) http.Handler {
 		code := http.StatusOK
 		for _, d := range stores.Destinations {
 			err := d.Store.List(ctx, "", func(storage.ObjectInfo) error { return errFirst })
-			if err != nil && err != errFirst {
+			if err != nil && !errors.Is(err, errFirst) {
 				code = http.StatusServiceUnavailable
 				fmt.Fprintf(&b, "[-]store %s failed: %v\n", d.Name, err)
 				continue
@@ -203,7 +204,7 @@ func storez(stores *registry.Stores) http.Handler {
 	})
 }
 
-var errFirst = fmt.Errorf("first object")
+var errFirst = errors.New("first object")
 
 // Run serves until ctx is done.
 func Run(ctx context.Context, o *Options, c Config, log logr.Logger) error {

@@ -39,7 +39,8 @@ type Lister interface {
 	// "" or a valid key followed by "/", in no promised order, without
 	// holding the listing in memory. Backend-internal objects (temporary
 	// files, the file backend's metadata files, incomplete uploads) are
-	// not listed. List stops at the first error of fn and returns it.
+	// not listed. List stops at the first error of fn and returns it
+	// (possibly wrapped: test it with errors.Is).
 	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
 	// GetRange opens length bytes of the object at key from offset
 	// (length < 0: to the end); ErrNotExist (errors.Is) when absent.
