@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,6 +31,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/dumpcatcher/dumpcatcher/dumpsapi/apis/dumps/v1alpha1"
@@ -253,6 +256,20 @@ func startRig(t *testing.T) *rig {
 		time.Sleep(500 * time.Millisecond)
 	}
 	return r
+}
+
+// kubeconfigFor renders cfg (envtest's client-certificate users) as a
+// kubeconfig file.
+func kubeconfigFor(t *testing.T, cfg *rest.Config) []byte {
+	t.Helper()
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["user"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData}
+	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "user"}
+	kc.CurrentContext = "envtest"
+	data, err := clientcmd.Write(*kc)
+	must(t, err)
+	return data
 }
 
 // do sends a request through the kube-apiserver as cfg's user.
@@ -504,6 +521,42 @@ func TestAggregatedAPI(t *testing.T) {
 		code, body = r.do(t, r.alice, "GET", path("shop", shopNas.name, "presign"), nil)
 		if code != 405 || !strings.Contains(string(body), "cannot presign") {
 			t.Errorf("presign of a file:// dump: %d %s", code, body)
+		}
+	})
+
+	t.Run("Kubectl", func(t *testing.T) {
+		kubectl := filepath.Join(os.Getenv(miniotest.EnvAssets), "kubectl")
+		if _, err := os.Stat(kubectl); err != nil {
+			t.Skipf("no kubectl in %s", miniotest.EnvAssets)
+		}
+		run := func(cfg *rest.Config, args ...string) (string, error) {
+			kc := filepath.Join(t.TempDir(), "kubeconfig")
+			write(t, kc, kubeconfigFor(t, cfg))
+			out, err := exec.Command(kubectl, append([]string{"--kubeconfig", kc}, args...)...).CombinedOutput()
+			return string(out), err
+		}
+		out, err := run(r.alice, "get", "dumps", "-n", "shop", "-l", "dumpcatcher.io/reason=oom")
+		if err != nil || !strings.Contains(out, "NAME") || !strings.Contains(out, "COMPLETE") || !strings.Contains(out, shopMinio.name) ||
+			!strings.Contains(out, "web-1") || strings.Contains(out, shopNas.name) {
+			t.Errorf("kubectl get dumps -l: %v\n%s", err, out)
+		}
+		t.Logf("kubectl get dumps -n shop -l dumpcatcher.io/reason=oom:\n%s", out)
+		out, err = run(r.alice, "get", "dumps", "-n", "bank")
+		if err == nil || !strings.Contains(out, "forbidden") {
+			t.Errorf("kubectl get dumps -n bank as alice: %v\n%s", err, out)
+		}
+		out, err = run(r.alice, "get", "--raw", path("shop", shopNas.name, "download"))
+		if err != nil || out != string(shopNas.stored) {
+			t.Errorf("kubectl get --raw download: %v, %d bytes", err, len(out))
+		}
+		// kubectl delete waits for the object to be gone (a get; no watch).
+		p := bankMinio.key
+		out, err = run(r.admin, "delete", "dump", "-n", "bank", bankMinio.name)
+		if err != nil || !strings.Contains(out, "deleted") {
+			t.Errorf("kubectl delete dump: %v\n%s", err, out)
+		}
+		if _, err := r.minio.Stat(ctx, p); err == nil {
+			t.Error("kubectl delete left the object in the store")
 		}
 	})
 
