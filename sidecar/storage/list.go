@@ -205,9 +205,13 @@ func (b *S3) List(ctx context.Context, prefix string, fn func(ObjectInfo) error)
 	if b.prefix != "" {
 		full = b.prefix + "/" + prefix
 	}
+	// The iterator, not ListObjects: ListObjects' goroutine blocks on its
+	// channel forever unless drained, even after ctx is cancelled
+	// (TestS3ListStopsItsGoroutine). Breaking out of the iterator and
+	// cancelling ctx ends it.
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // stops minio-go's listing goroutine when fn fails
-	for oi := range b.client.ListObjects(ctx, b.bucket, minio.ListObjectsOptions{Prefix: full, Recursive: true, WithMetadata: true}) {
+	defer cancel()
+	for oi := range b.client.ListObjectsIter(ctx, b.bucket, minio.ListObjectsOptions{Prefix: full, Recursive: true, WithMetadata: true}) {
 		if oi.Err != nil {
 			return b.fail("list", prefix, oi.Err)
 		}

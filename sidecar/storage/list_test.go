@@ -2,10 +2,14 @@ package storage_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"go.uber.org/goleak"
 
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
@@ -76,4 +80,22 @@ func TestS3ListReturnsMetadataFromMinIO(t *testing.T) {
 	if oi.ContentEncoding != "zstd" {
 		t.Errorf("listed content encoding = %q, want zstd", oi.ContentEncoding)
 	}
+}
+
+// TestS3ListStopsItsGoroutine: List returning early (fn's error) ends
+// minio-go's listing goroutine.
+func TestS3ListStopsItsGoroutine(t *testing.T) {
+	srv := miniotest.Start(t, miniotest.Options{})
+	b := openS3(t, srv, "", "liststop", storage.Options{}).(*storage.S3)
+	for i := range 1200 { // more than one page of 1000
+		if _, err := b.Put(context.Background(), fmt.Sprintf("ns/k%04d", i), strings.NewReader("x"), storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := goleak.IgnoreCurrent()
+	stop := errors.New("stop")
+	if err := b.List(context.Background(), "ns/", func(storage.ObjectInfo) error { return stop }); !errors.Is(err, stop) {
+		t.Fatalf("List = %v, want stop", err)
+	}
+	goleak.VerifyNone(t, before)
 }
