@@ -72,6 +72,8 @@ func Run(t *testing.T, cfg Config) {
 		{"ConcurrentPuts", s.concurrent},
 		{"ConditionalWrites", s.conditional},
 		{"ConditionalRace", s.conditionalRace},
+		{"List", s.list},
+		{"GetRange", s.getRange},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tg := cfg.New(t)
