@@ -20,6 +20,7 @@ tools: ## build the pinned test tools (kube-apiserver, etcd, minio, helm, helm-d
 .PHONY: build
 build: ## build the static binaries into bin/
 	$(GO_BUILD) -o $(BIN)/dumpcatcher-webhook ./cmd/dumpcatcher-webhook
+	$(GO_BUILD) -o $(BIN)/dumpcatcher-api ./cmd/dumpcatcher-api
 	$(GO_BUILD) -o $(BIN)/dumpcatcher ./cmd/dumpcatcher
 	$(GO_BUILD) -o $(BIN)/kubectl-dumpcatcher ./cmd/kubectl-dumpcatcher
 
