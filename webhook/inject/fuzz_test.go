@@ -59,7 +59,7 @@ func (c *chooser) container(name string) corev1.Container {
 		e := corev1.EnvVar{Name: c.pick(JTOEnv, JTOEnv, OriginalJTOEnv, "OTHER", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS")}
 		switch c.n(6) {
 		case 0:
-			e.Value = c.pick("", "-Xmx1g", `-Dq="a b" -XX:HeapDumpPath=/x`, `'unterminated -XX:+HeapDumpOnOutOfMemoryError`, "$(JAVA_TOOL_OPTIONS) -Xss1m", "$(OTHER)", "-XX:-HeapDumpOnOutOfMemoryError\t-Xmx1g")
+			e.Value = c.pick("", "-Xmx1g", `-Dq="a b" -XX:HeapDumpPath=/x`, `'unterminated -XX:+HeapDumpOnOutOfMemoryError`, "$(JAVA_TOOL_OPTIONS) -Xss1m", "$(OTHER)", "-XX:-HeapDumpOnOutOfMemoryError\t-Xmx1g", `-XX:ErrorFile=/tmp/e%p.log -XX:ErrorFile='/x y'`, "-XX:ErrorFile=/dumpcatcher/dumps/hs_err_pid%p.log")
 		case 1:
 			e.ValueFrom = &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}, Key: "k", Optional: opt}}
 		case 2:
@@ -100,7 +100,7 @@ func (c *chooser) container(name string) corev1.Container {
 		ct.SecurityContext = &corev1.SecurityContext{RunAsUser: u, RunAsGroup: c.uid()}
 	}
 	if c.n(4) == 0 {
-		ct.Args = []string{c.pick("-XX:HeapDumpPath=/tmp", "-jar", "-XX:-HeapDumpOnOutOfMemoryError")}
+		ct.Args = []string{c.pick("-XX:HeapDumpPath=/tmp", "-jar", "-XX:-HeapDumpOnOutOfMemoryError", "-XX:ErrorFile=/tmp/c.log")}
 	}
 	return ct
 }
