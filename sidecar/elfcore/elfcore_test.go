@@ -269,3 +269,64 @@ func TestInspectBoundedReads(t *testing.T) {
 		t.Errorf("read %d bytes, want only the identification and the 120 bytes of headers", s.read)
 	}
 }
+
+const segvProgram = `#include <stdlib.h>
+#include <string.h>
+int main(void) { char *p = malloc(1 << 20); memset(p, 1, 1 << 20); *(volatile int *)0 = 0; return 0; }
+`
+
+// TestInspectKernelCore lets the kernel itself write cores of a static C
+// program that segfaults: one whole, one cut short by RLIMIT_CORE (set with
+// prlimit for that process only). It runs only when kernel.core_pattern is
+// a plain file name in the working directory ("core" or "core.%p"-like),
+// because this test must not change the host's pattern; the gcore test
+// above covers the structure check everywhere.
+func TestInspectKernelCore(t *testing.T) {
+	pattern, err := os.ReadFile("/proc/sys/kernel/core_pattern")
+	if err != nil {
+		t.Skipf("no core_pattern: %v", err)
+	}
+	p := strings.TrimSpace(string(pattern))
+	if p == "" || strings.ContainsAny(p, "|/") {
+		t.Skipf("kernel.core_pattern is %q, not a file in the working directory; not changed by this test", p)
+	}
+	gcc, prlimit := realpart.ToolOrPath(t, "gcc"), realpart.ToolOrPath(t, "prlimit")
+	dir := t.TempDir()
+	src, bin := filepath.Join(dir, "segv.c"), filepath.Join(dir, "segv")
+	if err := os.WriteFile(src, []byte(segvProgram), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(gcc, "-static", "-o", bin, src).CombinedOutput(); err != nil {
+		t.Fatalf("gcc -static: %v\n%s", err, out)
+	}
+	crash := func(limit string) (Report, int64) {
+		t.Helper()
+		cwd := t.TempDir()
+		cmd := exec.Command(prlimit, "--core="+limit+":"+limit, bin)
+		cmd.Dir = cwd
+		if err := cmd.Run(); err == nil {
+			t.Fatal("the program did not crash")
+		}
+		entries, _ := os.ReadDir(cwd)
+		if len(entries) != 1 {
+			t.Skipf("the kernel wrote %v for pattern %q (a core handler may be installed); nothing to check", entries, p)
+		}
+		path := filepath.Join(cwd, entries[0].Name())
+		fi, _ := os.Stat(path)
+		rep, err := InspectFile(path)
+		if err != nil {
+			t.Fatalf("InspectFile(%s): %v", path, err)
+		}
+		return rep, fi.Size()
+	}
+	whole, size := crash("unlimited")
+	if !whole.Complete || whole.Notes == 0 || whole.Loads == 0 || whole.End > size {
+		t.Errorf("whole kernel core of %d bytes: %+v", size, whole)
+	}
+	t.Logf("whole kernel core, %d bytes: %+v", size, whole)
+	cut, cutSize := crash("200000")
+	t.Logf("cut by RLIMIT_CORE, %d bytes: %+v", cutSize, cut)
+	if cut.Complete || !cut.Truncated || !strings.Contains(cut.Reason, "beyond the file's") {
+		t.Errorf("kernel core cut by RLIMIT_CORE at %d bytes: %+v", cutSize, cut)
+	}
+}
