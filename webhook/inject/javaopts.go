@@ -181,9 +181,17 @@ func overridingFlags(c *corev1.Container) []string {
 }
 
 // errorFileFlags lists command-line or environment settings that set
-// -XX:ErrorFile and so beat ours in JAVA_TOOL_OPTIONS.
-func errorFileFlags(c *corev1.Container) []string {
-	return flagSources(c, func(s string) bool { return strings.Contains(s, contract.OptErrorFile) })
+// -XX:ErrorFile to anything but the crash log pattern in dumpDir, and so
+// beat ours in JAVA_TOOL_OPTIONS.
+func errorFileFlags(c *corev1.Container, dumpDir string) []string {
+	return flagSources(c, func(s string) bool {
+		for _, t := range splitOptions(s) {
+			if v, ok := strings.CutPrefix(unquote(t), contract.OptErrorFile); ok && !inDumpDir(v, dumpDir) {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // flagSources lists where, beyond JAVA_TOOL_OPTIONS, a JVM option that
