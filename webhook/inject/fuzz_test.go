@@ -188,6 +188,11 @@ func FuzzInject(f *testing.F) {
 		{}, {1}, {1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 1, 3, 0, 1, 2, 1, 1, 1, 2},
 		[]byte("dumpcatcher injects java pods"), []byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 1, 1, 1, 4},
 		[]byte("\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x03\x00\x01\x01\x02\x01\x02\x01\x02\x02\x01\x00\x01"),
+		// An injected container without a JAVA_TOOL_OPTIONS (checkErrorFile).
+		[]byte("10020001020000000000000000100000002"),
+		// An injected container whose literal JAVA_TOOL_OPTIONS sets its own
+		// -XX:ErrorFile elsewhere (checkErrorFile).
+		[]byte("\b\x00\x06\x00\x01\x00\x00\b\x00\x05\x00\x00\x04\x00\x00\x06\x05\x00\x00\a\x03\x00\x00\x00\x00\x00\x00\a\x03\x04\x00\x01\x06\x05\x02\b\x03\x05\x00\x06\x05"),
 	} {
 		f.Add(seed)
 	}
