@@ -244,9 +244,14 @@ func CoreFileName(at time.Time, executable string, pid int) string {
 	return corePrefix + at.UTC().Format(timeLayout) + "-" + CoreExecutable(executable) + "-" + strconv.Itoa(pid) + coreSuffix
 }
 
-// CoreExecutable is executable as it appears in a core file name.
+// maxCoreExecutable bounds the executable part of a core file name (the
+// kernel's %e is at most 15 bytes; %E or a caller's value may be longer).
+const maxCoreExecutable = 64
+
+// CoreExecutable is executable as it appears in a core file name: at most
+// maxCoreExecutable bytes, each outside [A-Za-z0-9._] replaced by "_".
 func CoreExecutable(executable string) string {
-	b := []byte(executable)
+	b := []byte(executable[:min(len(executable), maxCoreExecutable)])
 	for i, c := range b {
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_') {
 			b[i] = '_'

@@ -1,6 +1,7 @@
 package contract
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -57,6 +58,7 @@ func TestCoreFileName(t *testing.T) {
 		{"my-app", "core-20261123T090000.005Z-my_app-42.core", "my_app"},
 		{"../../etc/x", "core-20261123T090000.005Z-.._.._etc_x-42.core", ".._.._etc_x"},
 		{"", "core-20261123T090000.005Z-_-42.core", "_"},
+		{strings.Repeat("x", 100), "core-20261123T090000.005Z-" + strings.Repeat("x", 64) + "-42.core", strings.Repeat("x", 64)},
 		{"a b\x00\n", "core-20261123T090000.005Z-a_b__-42.core", "a_b__"},
 	} {
 		name := CoreFileName(at, tt.exe, 42)
