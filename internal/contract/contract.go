@@ -11,6 +11,7 @@ package contract
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -134,6 +135,14 @@ const (
 	ReasonOOM     = "oom"
 	ReasonPreStop = "prestop"
 	ReasonManual  = "manual"
+	// ReasonCrash: a JVM crash log (hs_err_pid<pid>.log) HotSpot wrote
+	// when the JVM died of a fatal error.
+	ReasonCrash = "crash"
+	// ReasonCore: an ELF core file named by CoreFileName (written by the
+	// node's `dumpcatcher core` handler).
+	ReasonCore = "core"
+	// ReasonGCPressure: a dump taken because of GC pressure (reserved).
+	ReasonGCPressure = "gc-pressure"
 )
 
 // PreStop policies of `dumpcatcher dump`.
@@ -157,7 +166,7 @@ const TempPrefix = "."
 
 // DumpFileName is the name `dumpcatcher dump` gives a finished dump.
 func DumpFileName(reason string, at time.Time, pid int) string {
-	return fmt.Sprintf("%s-%s-pid%d.hprof", reason, at.UTC().Format("20060102T150405.000Z"), pid)
+	return fmt.Sprintf("%s-%s-pid%d.hprof", reason, at.UTC().Format(timeLayout), pid)
 }
 
 // ShortName drops the "<reason>-<time>-" a dump of `dumpcatcher dump` starts
@@ -168,8 +177,8 @@ func ShortName(name string) string {
 		return name
 	}
 	rest := strings.TrimPrefix(name, r+"-")
-	if i := strings.IndexByte(rest, '-'); i == len("20060102T150405.000Z") {
-		if _, err := time.Parse("20060102T150405.000Z", rest[:i]); err == nil {
+	if i := strings.IndexByte(rest, '-'); i == len(timeLayout) {
+		if _, err := time.Parse(timeLayout, rest[:i]); err == nil {
 			return rest[i+1:]
 		}
 	}
@@ -177,15 +186,123 @@ func ShortName(name string) string {
 }
 
 // ReasonOf tells why a dump file was written from its name: dumps of
-// `dumpcatcher dump` start with their reason, anything else the JVM wrote on
-// OutOfMemoryError.
+// `dumpcatcher dump` start with their reason, JVM crash logs are named
+// hs_err_pid<pid>.log (CrashLogName), cores core-<time>-<executable>-<pid>.core
+// (CoreFileName), anything else the JVM wrote on OutOfMemoryError. A ".gz"
+// after any of these names does not change the reason.
 func ReasonOf(name string) string {
 	for _, r := range []string{ReasonPreStop, ReasonManual} {
 		if strings.HasPrefix(name, r+"-") {
 			return r
 		}
 	}
+	base := strings.TrimSuffix(name, ".gz")
+	if IsCrashLogName(base) {
+		return ReasonCrash
+	}
+	if IsCoreFileName(base) {
+		return ReasonCore
+	}
 	return ReasonOOM
+}
+
+// Crash log names. HotSpot expands %p in -XX:ErrorFile to the JVM's pid.
+const (
+	crashLogPrefix = "hs_err_pid"
+	crashLogSuffix = ".log"
+	// CrashLogPattern is the file name part of the injected -XX:ErrorFile.
+	CrashLogPattern = crashLogPrefix + "%p" + crashLogSuffix
+)
+
+// CrashLogName is the name HotSpot gives the crash log of the JVM with pid.
+func CrashLogName(pid int) string { return crashLogPrefix + strconv.Itoa(pid) + crashLogSuffix }
+
+// IsCrashLogName says that name is hs_err_pid<digits>.log.
+func IsCrashLogName(name string) bool {
+	digits, ok := strings.CutPrefix(name, crashLogPrefix)
+	if !ok {
+		return false
+	}
+	digits, ok = strings.CutSuffix(digits, crashLogSuffix)
+	return ok && allDigits(digits)
+}
+
+// Core file names: core-<time>-<executable>-<pid>.core, time as in
+// DumpFileName, executable the kernel's %e (the process's comm, at most 15
+// bytes) with every byte outside [A-Za-z0-9._] replaced by "_" (so that
+// the name has no "/", no "-" to confuse the parse, and never starts with
+// "."; an empty name becomes "_").
+const (
+	corePrefix = "core-"
+	coreSuffix = ".core"
+	timeLayout = "20060102T150405.000Z"
+)
+
+// CoreFileName is the name the `dumpcatcher core` handler gives a finished
+// core of process pid running executable, taken at.
+func CoreFileName(at time.Time, executable string, pid int) string {
+	return corePrefix + at.UTC().Format(timeLayout) + "-" + CoreExecutable(executable) + "-" + strconv.Itoa(pid) + coreSuffix
+}
+
+// maxCoreExecutable bounds the executable part of a core file name (the
+// kernel's %e is at most 15 bytes; %E or a caller's value may be longer).
+const maxCoreExecutable = 64
+
+// CoreExecutable is executable as it appears in a core file name: at most
+// maxCoreExecutable bytes, each outside [A-Za-z0-9._] replaced by "_".
+func CoreExecutable(executable string) string {
+	b := []byte(executable[:min(len(executable), maxCoreExecutable)])
+	for i, c := range b {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 {
+		return "_"
+	}
+	return string(b)
+}
+
+// ParseCoreFileName returns the time, executable and pid of a name made by
+// CoreFileName; ok is false for any other name.
+func ParseCoreFileName(name string) (at time.Time, executable string, pid int, ok bool) {
+	rest, ok1 := strings.CutPrefix(name, corePrefix)
+	rest, ok2 := strings.CutSuffix(rest, coreSuffix)
+	if !ok1 || !ok2 || len(rest) < len(timeLayout)+4 || rest[len(timeLayout)] != '-' {
+		return time.Time{}, "", 0, false
+	}
+	at, err := time.Parse(timeLayout, rest[:len(timeLayout)])
+	if err != nil {
+		return time.Time{}, "", 0, false
+	}
+	rest = rest[len(timeLayout)+1:]
+	i := strings.LastIndexByte(rest, '-')
+	if i <= 0 || !allDigits(rest[i+1:]) || CoreExecutable(rest[:i]) != rest[:i] {
+		return time.Time{}, "", 0, false
+	}
+	pid, err = strconv.Atoi(rest[i+1:])
+	if err != nil {
+		return time.Time{}, "", 0, false
+	}
+	return at, rest[:i], pid, true
+}
+
+// IsCoreFileName says that name was made by CoreFileName.
+func IsCoreFileName(name string) bool {
+	_, _, _, ok := ParseCoreFileName(name)
+	return ok
+}
+
+func allDigits(s string) bool {
+	if s == "" || len(s) > 10 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // JVM options the webhook puts into JAVA_TOOL_OPTIONS.
@@ -193,6 +310,8 @@ const (
 	OptHeapDumpOnOOM   = "-XX:+HeapDumpOnOutOfMemoryError"
 	OptNoHeapDumpOnOOM = "-XX:-HeapDumpOnOutOfMemoryError"
 	OptHeapDumpPath    = "-XX:HeapDumpPath="
+	// OptErrorFile names the file HotSpot writes its crash log to.
+	OptErrorFile = "-XX:ErrorFile="
 )
 
 // DumpOptions are the JVM options that make HotSpot write a heap dump into
@@ -202,3 +321,13 @@ const (
 func DumpOptions(dir string) string {
 	return OptHeapDumpOnOOM + " " + OptHeapDumpPath + dir + "/"
 }
+
+// ErrorFileOption is the JVM option that makes HotSpot write its crash log
+// (hs_err_pid<pid>.log) into dir, where the uploader ships it with reason
+// ReasonCrash. No spaces or quotes, as for DumpOptions.
+func ErrorFileOption(dir string) string {
+	return OptErrorFile + ErrorFilePath(dir)
+}
+
+// ErrorFilePath is the -XX:ErrorFile value for dir.
+func ErrorFilePath(dir string) string { return dir + "/" + CrashLogPattern }

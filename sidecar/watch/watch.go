@@ -1,6 +1,6 @@
-// Package watch finds finished heap dumps in the dumps directory of the
-// shared volume: <dumps>/<container>/<file>, one sub-directory per app
-// container. It uses inotify directly (IN_CLOSE_WRITE is what tells a file
+// Package watch finds finished heap dumps, JVM crash logs and core files in
+// the dumps directory of the shared volume: <dumps>/<container>/<file>, one
+// sub-directory per app container. It uses inotify directly (IN_CLOSE_WRITE is what tells a file
 // the writer has closed from one still being written) and reports each
 // finished file once.
 //
@@ -10,13 +10,20 @@
 //   - it is renamed into place (IN_MOVED_TO: `dumpcatcher dump` writes
 //     ".name" and renames it),
 //   - it is found by a scan (at start-up, or after an inotify queue overflow
-//     or a new sub-directory) and sidecar/hprof says it is complete,
+//     or a new sub-directory) and its structure check says it is complete,
 //   - or it has not changed for Options.QuietPeriod (a writer that hung, or
 //     one that died before this process started watching): it is reported
 //     with Complete false, because a partial dump is still evidence.
 //
 // Names starting with "." are temporary and ignored, and so are
 // directories.
+//
+// What a file is decides its structure check (Event.Kind): a name
+// hs_err_pid<pid>.log (contract.IsCrashLogName) is a JVM crash log
+// (sidecar/hserr: complete when it ends with HotSpot's "END." line), a file
+// starting with the ELF magic is a core file (sidecar/elfcore: complete when
+// every segment lies within the file), anything else a heap dump
+// (sidecar/hprof).
 //
 // The app container that writes the files is not trusted. Files are opened
 // with sidecar/dumpfile (no link is followed, a FIFO or device never blocks)
@@ -47,8 +54,11 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
 
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/dumpfile"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/elfcore"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/hserr"
 )
 
 // DefaultQuietPeriod is how long an unfinished file must stay unchanged
@@ -79,7 +89,10 @@ type Event struct {
 	Container string
 	// Existing says that the file was there when Run started.
 	Existing bool
-	// Complete says that sidecar/hprof found a whole heap dump.
+	// Kind is what the file was checked as (KindHeapDump, KindCrashLog or
+	// KindCore).
+	Kind Kind
+	// Complete says that the structure check of Kind found the file whole.
 	Complete bool
 	// Reason says why the file is considered finished (Reason* constants).
 	Reason string
@@ -91,12 +104,38 @@ type Event struct {
 	ModTime time.Time
 	Dev     uint64
 	Inode   uint64
-	// Report is the structure check (meaningful when Err is nil).
-	Report hprof.Report
+	// Report is the structure check of a heap dump, CrashLog of a JVM crash
+	// log, Core of a core file (the one of Kind; meaningful when Err is
+	// nil).
+	Report   hprof.Report
+	CrashLog hserr.Report
+	Core     elfcore.Report
 	// Err says why the file could not be checked: not a regular file (wraps
-	// dumpfile.ErrNotRegular; the file was not opened), not a heap dump
-	// (wraps hprof.ErrNotHeapDump), or unreadable. Complete is false then.
+	// dumpfile.ErrNotRegular; the file was not opened), not of its Kind
+	// (wraps hprof.ErrNotHeapDump, hserr.ErrNotCrashLog or
+	// elfcore.ErrNotCore), or unreadable. Complete is false then.
 	Err error
+}
+
+// Kind is what a file in a dump directory is.
+type Kind string
+
+// Kinds of files (Event.Kind).
+const (
+	KindHeapDump Kind = "heap-dump"
+	KindCrashLog Kind = "crash-log"
+	KindCore     Kind = "core"
+)
+
+// kindOf tells what the file name with the first bytes head is.
+func kindOf(name string, head []byte) Kind {
+	switch {
+	case contract.IsCrashLogName(name):
+		return KindCrashLog
+	case elfcore.IsELF(head):
+		return KindCore
+	}
+	return KindHeapDump
 }
 
 // Options configure a Watcher.
@@ -286,11 +325,12 @@ func keyOfInfo(i dumpfile.Info) fileKey {
 	return fileKey{ino: i.Ino, size: i.Size, mtime: i.ModTime.UnixNano()}
 }
 
-// look is one check of the file at path: it opens it with dumpfile.Open and
-// inspects the heap dump structure from that descriptor, within the
-// inspect budget. What is not a regular file is not opened (its info comes
-// from lstat, and the inspection error wraps dumpfile.ErrNotRegular), nor is
-// a file that cannot be opened. ok is false when the file is gone.
+// look is one check of the file at path: it opens it with dumpfile.Open,
+// tells its Kind from the name and first bytes, and inspects its structure
+// from that descriptor, within the inspect budget. What is not a regular
+// file is not opened (its info comes from lstat, and the inspection error
+// wraps dumpfile.ErrNotRegular), nor is a file that cannot be opened. ok is
+// false when the file is gone.
 func (w *Watcher) look(path string) (info dumpfile.Info, insp inspection, ok bool) {
 	f, info, err := dumpfile.Open(path)
 	if err != nil {
@@ -298,18 +338,34 @@ func (w *Watcher) look(path string) (info dumpfile.Info, insp inspection, ok boo
 		if lerr != nil {
 			return dumpfile.Info{}, inspection{}, false
 		}
-		return linfo, inspection{err: err}, true
+		return linfo, inspection{kind: kindOf(filepath.Base(path), nil), err: err}, true
 	}
 	defer f.Close()
 	budget := w.budget
 	if budget == 0 {
 		budget = max(time.Minute, time.Duration(info.Size/10e6)*time.Second)
 	}
-	rep, err := hprof.Inspect(deadlineReaderAt{f, time.Now().Add(budget), budget}, info.Size)
-	if err != nil {
-		err = fmt.Errorf("%s: %w", path, err)
+	r := deadlineReaderAt{f, time.Now().Add(budget), budget}
+	head := make([]byte, min(info.Size, int64(len(elfcore.Magic))))
+	if n, err := r.ReadAt(head, 0); n < len(head) {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return info, inspection{kind: kindOf(filepath.Base(path), nil), err: fmt.Errorf("%s: %w", path, err)}, true
 	}
-	return info, inspection{rep, err}, true
+	insp = inspection{kind: kindOf(filepath.Base(path), head)}
+	switch insp.kind {
+	case KindCrashLog:
+		insp.crash, err = hserr.Inspect(r, info.Size)
+	case KindCore:
+		insp.core, err = elfcore.Inspect(r, info.Size)
+	default:
+		insp.rep, err = hprof.Inspect(r, info.Size)
+	}
+	if err != nil {
+		insp.err = fmt.Errorf("%s: %w", path, err)
+	}
+	return info, insp, true
 }
 
 // deadlineReaderAt fails reads after its deadline.
@@ -493,17 +549,14 @@ func (l *loop) scanDir(container string, startup bool, seen map[string]bool) {
 		if !ok {
 			continue
 		}
-		if insp.err == nil && insp.rep.Complete || errors.Is(insp.err, dumpfile.ErrNotRegular) {
+		if insp.complete() || errors.Is(insp.err, dumpfile.ErrNotRegular) {
 			l.report(path, container, reason, startup, &looked{info, insp})
 			continue
 		}
 		if _, ok := l.pending[path]; ok {
 			continue // keep its quiet period running
 		}
-		why := insp.rep.Reason
-		if insp.err != nil {
-			why = insp.err.Error()
-		}
+		why := insp.why()
 		l.w.log.Info("found an unfinished file; waiting for its writer to close it or for the quiet period",
 			"path", path, "size", fi.Size(), "state", why)
 		l.track(path, container, startup)
@@ -523,9 +576,51 @@ func (l *loop) track(path, container string, existing bool) {
 	p.lastChange = time.Now()
 }
 
+// inspection is the structure check of one file, of its kind.
 type inspection struct {
-	rep hprof.Report
-	err error
+	kind  Kind
+	rep   hprof.Report
+	crash hserr.Report
+	core  elfcore.Report
+	err   error
+}
+
+// complete says that the check of the file's kind found it whole.
+func (i inspection) complete() bool {
+	if i.err != nil {
+		return false
+	}
+	switch i.kind {
+	case KindCrashLog:
+		return i.crash.Complete
+	case KindCore:
+		return i.core.Complete
+	}
+	return i.rep.Complete
+}
+
+// why says why the file is not complete.
+func (i inspection) why() string {
+	switch {
+	case i.err != nil:
+		return i.err.Error()
+	case i.kind == KindCrashLog:
+		return i.crash.Reason
+	case i.kind == KindCore:
+		return i.core.Reason
+	}
+	return i.rep.Reason
+}
+
+// what names the kind in logs.
+func (k Kind) what() string {
+	switch k {
+	case KindCrashLog:
+		return "JVM crash log"
+	case KindCore:
+		return "core file"
+	}
+	return "heap dump"
 }
 
 // looked is the result of look.
@@ -560,22 +655,22 @@ func (l *loop) report(path, container, reason string, existing bool, pre *looked
 	l.reported[path] = key
 	ev := Event{
 		Path: path, Container: container, Existing: existing,
-		Complete: pre.insp.err == nil && pre.insp.rep.Complete, Reason: reason,
+		Kind: pre.insp.kind, Complete: pre.insp.complete(), Reason: reason,
 		Size: pre.info.Size, ModTime: pre.info.ModTime, Dev: pre.info.Dev, Inode: pre.info.Ino,
-		Report: pre.insp.rep, Err: pre.insp.err,
+		Report: pre.insp.rep, CrashLog: pre.insp.crash, Core: pre.insp.core, Err: pre.insp.err,
 	}
 	fields := []any{"path", path, "container", container, "reason", reason,
-		"complete", ev.Complete, "existing", existing, "size", ev.Size}
+		"kind", ev.Kind, "complete", ev.Complete, "existing", existing, "size", ev.Size}
 	switch {
 	case errors.Is(pre.insp.err, dumpfile.ErrNotRegular):
 		// The uploader refuses it with a log line of its own.
 		l.w.log.V(1).Info("found something that is not a regular file", append(fields, "error", pre.insp.err)...)
 	case pre.insp.err != nil:
-		l.w.log.Info("finished file is not a readable heap dump", append(fields, "error", pre.insp.err)...)
+		l.w.log.Info("finished file is not a readable "+pre.insp.kind.what(), append(fields, "error", pre.insp.err)...)
 	case !ev.Complete:
-		l.w.log.Info("finished file is an incomplete heap dump", append(fields, "why", pre.insp.rep.Reason)...)
+		l.w.log.Info("finished file is an incomplete "+pre.insp.kind.what(), append(fields, "why", pre.insp.why())...)
 	default:
-		l.w.log.Info("heap dump finished", fields...)
+		l.w.log.Info(pre.insp.kind.what()+" finished", fields...)
 	}
 	l.found(ev)
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -21,9 +23,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/dumpfile"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/elfcore"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/hprof/hproftest"
+	"github.com/dumpcatcher/dumpcatcher/sidecar/hserr"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/watch"
 )
 
@@ -179,12 +184,23 @@ func check(t *testing.T, ev watch.Event, path, container, reason string, complet
 	if ev.Path != path || ev.Container != container || !slices.Contains(strings.Split(reason, "|"), ev.Reason) || ev.Complete != complete || ev.Existing != existing {
 		t.Fatalf("got%s\nwant %s container=%s reason=%s complete=%v existing=%v", describe([]watch.Event{ev}), path, container, reason, complete, existing)
 	}
-	if complete && (ev.Err != nil || !ev.Report.Complete) {
-		t.Fatalf("complete event with err=%v report=%+v", ev.Err, ev.Report)
+	if complete && (ev.Err != nil || !reportComplete(ev)) {
+		t.Fatalf("complete event with err=%v kind=%s report=%+v crash log=%+v core=%+v", ev.Err, ev.Kind, ev.Report, ev.CrashLog, ev.Core)
 	}
 	if fi, err := os.Stat(path); err == nil && (ev.Size != fi.Size() || !ev.ModTime.Equal(fi.ModTime()) || ev.Inode == 0) {
 		t.Fatalf("event size/mtime/inode %d/%v/%d, file %d/%v", ev.Size, ev.ModTime, ev.Inode, fi.Size(), fi.ModTime())
 	}
+}
+
+// reportComplete is the Complete of the report of the event's kind.
+func reportComplete(ev watch.Event) bool {
+	switch ev.Kind {
+	case watch.KindCrashLog:
+		return ev.CrashLog.Complete
+	case watch.KindCore:
+		return ev.Core.Complete
+	}
+	return ev.Kind == watch.KindHeapDump && ev.Report.Complete
 }
 
 func TestCloseWriteReportedOnce(t *testing.T) {
@@ -665,4 +681,97 @@ func TestInspectionIsBounded(t *testing.T) {
 		t.Errorf("bomb: %v, want ErrInspectBudget", evs[0].Err)
 	}
 	check(t, evs[1], filepath.Join(app, "java_pid1.hprof"), "app", watch.ReasonCloseWrite, true, false)
+}
+
+// crashLog is a HotSpot crash log, whole or (cut) without its last line.
+func crashLog(whole bool) []byte {
+	b := []byte(hserr.Header + ":\n#\n#  SIGSEGV (0xb) at pc=0x0, pid=1, tid=2\n" + strings.Repeat("registers and stacks\n", 200))
+	if whole {
+		b = append(b, "\nEND.\n"...)
+	}
+	return b
+}
+
+// core is an ELF64 core with one PT_NOTE and one PT_LOAD segment of 4 KiB
+// each, whole or without the last 100 bytes.
+func core(whole bool) []byte {
+	h := elf.Header64{Type: uint16(elf.ET_CORE), Machine: uint16(elf.EM_X86_64), Version: 1,
+		Phoff: 64, Ehsize: 64, Phentsize: 56, Phnum: 2}
+	copy(h.Ident[:], elfcore.Magic)
+	h.Ident[elf.EI_CLASS], h.Ident[elf.EI_DATA], h.Ident[elf.EI_VERSION] = byte(elf.ELFCLASS64), byte(elf.ELFDATA2LSB), 1
+	var b bytes.Buffer
+	_ = binary.Write(&b, binary.LittleEndian, h)
+	_ = binary.Write(&b, binary.LittleEndian, elf.Prog64{Type: uint32(elf.PT_NOTE), Off: 176, Filesz: 4096})
+	_ = binary.Write(&b, binary.LittleEndian, elf.Prog64{Type: uint32(elf.PT_LOAD), Off: 176 + 4096, Filesz: 4096})
+	b.Write(make([]byte, 2*4096))
+	if !whole {
+		b.Truncate(b.Len() - 100)
+	}
+	return b.Bytes()
+}
+
+// TestCrashLogsAndCores: hs_err logs and ELF cores are checked as what
+// they are: found whole at start-up they are reported at once (a heap dump
+// check used to call them "not a heap dump" and wait for the quiet period);
+// cut ones wait for their writer or the quiet period; written after the
+// start, they are reported on close.
+func TestCrashLogsAndCores(t *testing.T) {
+	root := t.TempDir()
+	app := mkdir(t, root, "app")
+	at := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	logWhole := filepath.Join(app, contract.CrashLogName(11))
+	logCut := filepath.Join(app, contract.CrashLogName(12))
+	coreWhole := filepath.Join(app, contract.CoreFileName(at, "app", 13))
+	coreCut := filepath.Join(app, contract.CoreFileName(at, "app", 14))
+	coreOtherName := filepath.Join(app, "core.15")
+	writeFile(t, logWhole, crashLog(true))
+	writeFile(t, logCut, crashLog(false))
+	writeFile(t, coreWhole, core(true))
+	writeFile(t, coreCut, core(false))
+	writeFile(t, coreOtherName, core(true))
+	const quiet = 500 * time.Millisecond
+	started := time.Now()
+	rec := start(t, root, watch.Options{QuietPeriod: quiet})
+	evs := rec.waitFor(t, 3)
+	if time.Since(started) > quiet {
+		t.Fatalf("whole files at start-up reported after the quiet period: %s", describe(evs))
+	}
+	byPath := map[string]watch.Event{}
+	for _, ev := range evs {
+		byPath[ev.Path] = ev
+	}
+	for path, kind := range map[string]watch.Kind{logWhole: watch.KindCrashLog, coreWhole: watch.KindCore, coreOtherName: watch.KindCore} {
+		check(t, byPath[path], path, "app", watch.ReasonStartupComplete, true, true)
+		if byPath[path].Kind != kind {
+			t.Errorf("%s: kind %s, want %s", path, byPath[path].Kind, kind)
+		}
+	}
+	evs = rec.waitFor(t, 5)
+	for _, ev := range evs[3:] {
+		byPath[ev.Path] = ev
+	}
+	check(t, byPath[logCut], logCut, "app", watch.ReasonQuietPeriod, false, true)
+	if ev := byPath[logCut]; ev.Kind != watch.KindCrashLog || !ev.CrashLog.Truncated || ev.Err != nil {
+		t.Errorf("cut log: %+v", ev)
+	}
+	check(t, byPath[coreCut], coreCut, "app", watch.ReasonQuietPeriod, false, true)
+	if ev := byPath[coreCut]; ev.Kind != watch.KindCore || !ev.Core.Truncated || ev.Err != nil {
+		t.Errorf("cut core: %+v", ev)
+	}
+
+	// Written after the start: the log is reported when HotSpot closes it,
+	// complete, not while it is written.
+	fresh := filepath.Join(app, contract.CrashLogName(16))
+	data := crashLog(true)
+	f := chunkedWriter(t, fresh, data, 3, 50*time.Millisecond, nil)
+	rec.quiet(t, 5, 100*time.Millisecond)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	evs = rec.waitFor(t, 6)
+	check(t, evs[5], fresh, "app", watch.ReasonCloseWrite, true, false)
+	if evs[5].Kind != watch.KindCrashLog {
+		t.Errorf("fresh log: kind %s", evs[5].Kind)
+	}
+	rec.quiet(t, 6, 2*quiet)
 }

@@ -59,7 +59,7 @@ func (c *chooser) container(name string) corev1.Container {
 		e := corev1.EnvVar{Name: c.pick(JTOEnv, JTOEnv, OriginalJTOEnv, "OTHER", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS")}
 		switch c.n(6) {
 		case 0:
-			e.Value = c.pick("", "-Xmx1g", `-Dq="a b" -XX:HeapDumpPath=/x`, `'unterminated -XX:+HeapDumpOnOutOfMemoryError`, "$(JAVA_TOOL_OPTIONS) -Xss1m", "$(OTHER)", "-XX:-HeapDumpOnOutOfMemoryError\t-Xmx1g")
+			e.Value = c.pick("", "-Xmx1g", `-Dq="a b" -XX:HeapDumpPath=/x`, `'unterminated -XX:+HeapDumpOnOutOfMemoryError`, "$(JAVA_TOOL_OPTIONS) -Xss1m", "$(OTHER)", "-XX:-HeapDumpOnOutOfMemoryError\t-Xmx1g", `-XX:ErrorFile=/tmp/e%p.log -XX:ErrorFile='/x y'`, "-XX:ErrorFile=/dumpcatcher/dumps/hs_err_pid%p.log")
 		case 1:
 			e.ValueFrom = &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}, Key: "k", Optional: opt}}
 		case 2:
@@ -100,7 +100,7 @@ func (c *chooser) container(name string) corev1.Container {
 		ct.SecurityContext = &corev1.SecurityContext{RunAsUser: u, RunAsGroup: c.uid()}
 	}
 	if c.n(4) == 0 {
-		ct.Args = []string{c.pick("-XX:HeapDumpPath=/tmp", "-jar", "-XX:-HeapDumpOnOutOfMemoryError")}
+		ct.Args = []string{c.pick("-XX:HeapDumpPath=/tmp", "-jar", "-XX:-HeapDumpOnOutOfMemoryError", "-XX:ErrorFile=/tmp/c.log")}
 	}
 	return ct
 }
@@ -188,6 +188,11 @@ func FuzzInject(f *testing.F) {
 		{}, {1}, {1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 1, 3, 0, 1, 2, 1, 1, 1, 2},
 		[]byte("dumpcatcher injects java pods"), []byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 1, 1, 1, 4},
 		[]byte("\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x03\x00\x01\x01\x02\x01\x02\x01\x02\x02\x01\x00\x01"),
+		// An injected container without a JAVA_TOOL_OPTIONS (checkErrorFile).
+		[]byte("10020001020000000000000000100000002"),
+		// An injected container whose literal JAVA_TOOL_OPTIONS sets its own
+		// -XX:ErrorFile elsewhere (checkErrorFile).
+		[]byte("\b\x00\x06\x00\x01\x00\x00\b\x00\x05\x00\x00\x04\x00\x00\x06\x05\x00\x00\a\x03\x00\x00\x00\x00\x00\x00\a\x03\x04\x00\x01\x06\x05\x02\b\x03\x05\x00\x06\x05"),
 	} {
 		f.Add(seed)
 	}

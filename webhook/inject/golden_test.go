@@ -193,6 +193,65 @@ func checkInvariants(t testing.TB, in Input, opts Options, got goldenResult) {
 		}
 	}
 	checkGracePeriodEnv(t, got.Pod)
+	checkErrorFile(t, in.Pod, got.Pod)
+}
+
+// checkErrorFile: every injected container's JAVA_TOOL_OPTIONS ends with our
+// -XX:ErrorFile into its dump directory, unless the user's literal
+// JAVA_TOOL_OPTIONS sets one: then that one is kept and is the one HotSpot
+// uses (the last -XX:ErrorFile of the value), and ours is not added.
+func checkErrorFile(t testing.TB, before, after *corev1.Pod) {
+	t.Helper()
+	st, err := ParseStatus(after.Annotations[AnnotationStatus])
+	if err != nil {
+		return
+	}
+	for _, cs := range st.Containers {
+		orig, ok := containerNamed(before, cs.Name)
+		injected, ok2 := containerNamed(after, cs.Name)
+		if !ok || !ok2 {
+			t.Errorf("status names container %q, which the pod lacks", cs.Name)
+			continue
+		}
+		dumpDir := cs.MountPath + "/" + contract.DumpsDir
+		ours := contract.ErrorFileOption(dumpDir)
+		jto := ""
+		for _, e := range injected.Env {
+			if e.Name == JTOEnv {
+				jto = e.Value
+			}
+		}
+		userFile, literal := literalErrorFile(orig.Env)
+		if !literal {
+			if !strings.HasSuffix(jto, " "+ours) {
+				t.Errorf("container %q: %s = %q does not end with %s", cs.Name, JTOEnv, jto, ours)
+			}
+			continue
+		}
+		var last string
+		for _, tok := range splitOptions(jto) {
+			if v, ok := strings.CutPrefix(unquote(tok), contract.OptErrorFile); ok {
+				last = v
+			}
+		}
+		if last != userFile || strings.HasSuffix(jto, ours) && userFile != contract.ErrorFilePath(dumpDir) {
+			t.Errorf("container %q: the user's -XX:ErrorFile=%s is not the one in effect in %q", cs.Name, userFile, jto)
+		}
+	}
+}
+
+func containerNamed(pod *corev1.Pod, name string) (corev1.Container, bool) {
+	for _, c := range pod.Spec.Containers {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return corev1.Container{}, false
 }
 
 // checkGracePeriodEnv: the uploader learns the pod's grace period as it

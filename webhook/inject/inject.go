@@ -240,13 +240,35 @@ func mountShared(c *corev1.Container, volName, base string) {
 	)
 }
 
-// setDumpOptions merges the dump options into JAVA_TOOL_OPTIONS and returns
-// how (the status's javaToolOptions).
+// setDumpOptions merges the dump options and the crash log option into
+// JAVA_TOOL_OPTIONS and returns how (the status's javaToolOptions).
+//
+// A -XX:ErrorFile of the user's wins: in a literal JAVA_TOOL_OPTIONS it is
+// kept and ours is not added; on the command line, in JDK_JAVA_OPTIONS or
+// _JAVA_OPTIONS it beats JAVA_TOOL_OPTIONS anyway. Either way a warning says
+// that crash logs are uploaded only when it names the crash log pattern in
+// the dump directory (no warning when it does). A
+// JAVA_TOOL_OPTIONS from valueFrom or envFrom cannot be read here: it is
+// referenced before ours ("$(DUMPCATCHER_ORIGINAL_JAVA_TOOL_OPTIONS) <ours>",
+// status javaToolOptions valueFrom or envFrom), so HotSpot's last-wins
+// makes our -XX:ErrorFile beat one of the user's there, as our
+// -XX:HeapDumpPath does.
 func setDumpOptions(c *corev1.Container, dumpDir string, w *warnings) string {
+	ours := contract.DumpOptions(dumpDir)
+	userErrorFile, literal := literalErrorFile(c.Env)
+	if !literal {
+		ours += " " + contract.ErrorFileOption(dumpDir)
+	}
 	var mode string
-	c.Env, mode = mergeJavaToolOptions(c.Env, c.EnvFrom, contract.DumpOptions(dumpDir))
+	c.Env, mode = mergeJavaToolOptions(c.Env, c.EnvFrom, ours)
 	if where := overridingFlags(c); len(where) > 0 {
 		w.addf("container %q sets -XX:HeapDumpPath or -XX:-HeapDumpOnOutOfMemoryError in its %s, which overrides JAVA_TOOL_OPTIONS: OOM dumps may not reach %s; remove the option there", c.Name, strings.Join(where, " and "), dumpDir)
+	}
+	if literal && !inDumpDir(userErrorFile, dumpDir) {
+		w.addf("container %q sets its own -XX:ErrorFile=%s in %s; it is kept, but JVM crash logs are uploaded only when it is %s: change it to that or remove it", c.Name, userErrorFile, JTOEnv, contract.ErrorFilePath(dumpDir))
+	}
+	if where := errorFileFlags(c, dumpDir); len(where) > 0 {
+		w.addf("container %q sets -XX:ErrorFile in its %s, which overrides JAVA_TOOL_OPTIONS: JVM crash logs are uploaded only when it is %s; change it to that or remove it", c.Name, strings.Join(where, " and "), contract.ErrorFilePath(dumpDir))
 	}
 	return mode
 }

@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"path"
 	"strings"
 
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
@@ -26,16 +27,21 @@ const (
 // isOurOption reports whether a JAVA_TOOL_OPTIONS token sets one of the
 // options dumpcatcher owns. Quotes around (parts of) the token are ignored.
 func isOurOption(token string) bool {
-	t := token
-	if strings.ContainsAny(t, `"'`) {
-		t = strings.Map(func(r rune) rune {
-			if r == '"' || r == '\'' {
-				return -1
-			}
-			return r
-		}, t)
-	}
+	t := unquote(token)
 	return t == optDumpOnOOM || t == optNoDumpOnOOM || strings.HasPrefix(t, optDumpPath)
+}
+
+// unquote drops the quotes in a JAVA_TOOL_OPTIONS token.
+func unquote(token string) string {
+	if !strings.ContainsAny(token, `"'`) {
+		return token
+	}
+	return strings.Map(func(r rune) rune {
+		if r == '"' || r == '\'' {
+			return -1
+		}
+		return r
+	}, token)
 }
 
 // splitOptions splits a JAVA_TOOL_OPTIONS value into tokens the way the JVM
@@ -169,9 +175,31 @@ func cloneEnv(env []corev1.EnvVar) []corev1.EnvVar {
 // overridingFlags lists command-line or environment settings that beat
 // JAVA_TOOL_OPTIONS and would send OOM dumps elsewhere.
 func overridingFlags(c *corev1.Container) []string {
+	return flagSources(c, func(s string) bool {
+		return strings.Contains(s, optDumpPath) || strings.Contains(s, optNoDumpOnOOM)
+	})
+}
+
+// errorFileFlags lists command-line or environment settings that set
+// -XX:ErrorFile to anything but the crash log pattern in dumpDir, and so
+// beat ours in JAVA_TOOL_OPTIONS.
+func errorFileFlags(c *corev1.Container, dumpDir string) []string {
+	return flagSources(c, func(s string) bool {
+		for _, t := range splitOptions(s) {
+			if v, ok := strings.CutPrefix(unquote(t), contract.OptErrorFile); ok && !inDumpDir(v, dumpDir) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// flagSources lists where, beyond JAVA_TOOL_OPTIONS, a JVM option that
+// matches is set: the command, the args, JDK_JAVA_OPTIONS or _JAVA_OPTIONS.
+func flagSources(c *corev1.Container, match func(string) bool) []string {
 	var found []string
 	check := func(where, s string) {
-		if strings.Contains(s, optDumpPath) || strings.Contains(s, optNoDumpOnOOM) {
+		if match(s) {
 			found = append(found, where)
 		}
 	}
@@ -187,6 +215,33 @@ func overridingFlags(c *corev1.Container) []string {
 		}
 	}
 	return dedupe(found)
+}
+
+// literalErrorFile returns the -XX:ErrorFile value of the container's own
+// literal JAVA_TOOL_OPTIONS (the last one, which HotSpot uses); ok is false
+// when there is no such value or JAVA_TOOL_OPTIONS comes from valueFrom.
+func literalErrorFile(env []corev1.EnvVar) (file string, ok bool) {
+	last := -1
+	for i := range env {
+		if env[i].Name == JTOEnv {
+			last = i
+		}
+	}
+	if last < 0 || env[last].ValueFrom != nil {
+		return "", false
+	}
+	for _, t := range splitOptions(env[last].Value) {
+		if v, found := strings.CutPrefix(unquote(t), contract.OptErrorFile); found {
+			file, ok = v, true
+		}
+	}
+	return file, ok
+}
+
+// inDumpDir says that an -XX:ErrorFile value names the crash log file
+// pattern in dumpDir, where the uploader finds and recognises the logs.
+func inDumpDir(file, dumpDir string) bool {
+	return path.Clean(file) == contract.ErrorFilePath(dumpDir)
 }
 
 func dedupe(s []string) []string {

@@ -2,13 +2,17 @@ package inject
 
 import (
 	"bytes"
-	"github.com/dumpcatcher/dumpcatcher/internal/contract"
-	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/realpart"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/dumpcatcher/dumpcatcher/internal/contract"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/realpart"
 )
 
 const oomProgram = `public class Oom {
@@ -82,6 +86,93 @@ func TestDumpOptionsWithRealJVM(t *testing.T) {
 			defer f.Close()
 			if _, err := f.Read(head); err != nil || string(head) != "JAVA PROFILE 1.0.2" {
 				t.Errorf("%s does not start with an hprof header: %q %v", dumps[0], head, err)
+			}
+		})
+	}
+}
+
+// crashProgram makes the JVM die of SIGSEGV in its own code, without JNI:
+// sun.misc.Unsafe writes to address 0.
+const crashProgram = `public class Crash {
+    public static void main(String[] args) throws Exception {
+        java.lang.reflect.Field f = Class.forName("sun.misc.Unsafe").getDeclaredField("theUnsafe");
+        f.setAccessible(true);
+        ((sun.misc.Unsafe) f.get(null)).putAddress(0, 0);
+    }
+}
+`
+
+// TestErrorFileWithRealJVM crashes a real JVM with JAVA_TOOL_OPTIONS as the
+// webhook writes it and checks where HotSpot puts its crash log: into the
+// dump directory with our option, where the user's literal -XX:ErrorFile
+// says when it is kept, and into the dump directory when the user's value
+// comes through $(DUMPCATCHER_ORIGINAL_JAVA_TOOL_OPTIONS) (ours is last and
+// wins there).
+func TestErrorFileWithRealJVM(t *testing.T) {
+	java, javac := realpart.Java(t)
+	classes := t.TempDir()
+	if err := os.WriteFile(filepath.Join(classes, "Crash.java"), []byte(crashProgram), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(javac, "-d", classes, filepath.Join(classes, "Crash.java")).CombinedOutput(); err != nil {
+		t.Fatalf("javac: %v\n%s", err, out)
+	}
+	elsewhere := t.TempDir()
+	userOpt := "-XX:ErrorFile=" + elsewhere + "/mine_%p.log -XX:-CreateCoredumpOnCrash"
+	tests := []struct {
+		name string
+		jto  func(dir string) string
+		// inDumpDir: the log is hs_err_pid<pid>.log in the dump directory;
+		// else mine_<pid>.log in elsewhere.
+		inDumpDir bool
+	}{
+		{"no user value", func(dir string) string {
+			var w warnings
+			c := corev1.Container{Name: "app", Env: []corev1.EnvVar{{Name: "JDK_JAVA_OPTIONS", Value: "-XX:-CreateCoredumpOnCrash"}}}
+			setDumpOptions(&c, dir, &w)
+			return c.Env[0].Value
+		}, true},
+		{"literal with the user's ErrorFile: kept", func(dir string) string {
+			var w warnings
+			c := corev1.Container{Name: "app", Env: []corev1.EnvVar{{Name: JTOEnv, Value: userOpt}}}
+			setDumpOptions(&c, dir, &w)
+			return c.Env[0].Value
+		}, false},
+		{"reference resolved: ours wins", func(dir string) string {
+			return userOpt + " " + contract.DumpOptions(dir) + " " + contract.ErrorFileOption(dir)
+		}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "dumps")
+			if err := os.Mkdir(dir, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(java, "-XX:-CreateCoredumpOnCrash", "-cp", classes, "Crash")
+			cmd.Dir = t.TempDir() // HotSpot's fallback for the log is the working directory
+			cmd.Env = append(os.Environ(), "JAVA_TOOL_OPTIONS="+tt.jto(dir))
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); err == nil {
+				t.Fatal("the JVM did not crash")
+			}
+			want := filepath.Join(dir, contract.CrashLogName(cmd.Process.Pid))
+			if !tt.inDumpDir {
+				want = filepath.Join(elsewhere, "mine_"+strconv.Itoa(cmd.Process.Pid)+".log")
+			}
+			if !strings.Contains(stdout.String(), want) {
+				t.Errorf("the JVM did not report its crash log as %s:\nstdout:\n%s\nstderr:\n%s", want, stdout.String(), stderr.String())
+			}
+			log, err := os.ReadFile(want)
+			if err != nil {
+				entries, _ := os.ReadDir(dir)
+				t.Fatalf("no crash log: %v (dump dir holds %v)", err, entries)
+			}
+			if !bytes.HasPrefix(log, []byte("#\n# A fatal error has been detected by the Java Runtime Environment")) || !bytes.HasSuffix(log, []byte("\nEND.\n")) {
+				t.Errorf("%s is not a whole hs_err log: starts %q, ends %q", want, log[:min(len(log), 80)], log[max(0, len(log)-40):])
+			}
+			if entries, _ := os.ReadDir(dir); !tt.inDumpDir && len(entries) != 0 {
+				t.Errorf("the dump directory holds %v, want nothing (the user's ErrorFile wins)", entries)
 			}
 		})
 	}

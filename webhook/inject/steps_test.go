@@ -52,3 +52,48 @@ func TestOriginalPreStop(t *testing.T) {
 		})
 	}
 }
+
+func TestSetDumpOptionsErrorFile(t *testing.T) {
+	const dir = "/dc/dumps"
+	const dump = "-XX:+HeapDumpOnOutOfMemoryError -XX:HeapDumpPath=/dc/dumps/"
+	const ours = "-XX:ErrorFile=/dc/dumps/hs_err_pid%p.log"
+	jto := func(v string) []corev1.EnvVar { return []corev1.EnvVar{{Name: JTOEnv, Value: v}} }
+	cm := &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}, Key: "k"}}
+	tests := []struct {
+		name     string
+		c        corev1.Container
+		wantEnv  []corev1.EnvVar
+		warnings []string
+	}{
+		{name: "none: ours added", c: corev1.Container{Name: "app"}, wantEnv: jto(dump + " " + ours)},
+		{name: "literal without ErrorFile: ours added", c: corev1.Container{Name: "app", Env: jto("-Xmx1g")}, wantEnv: jto("-Xmx1g " + dump + " " + ours)},
+		{name: "literal ErrorFile elsewhere: kept, warned", c: corev1.Container{Name: "app", Env: jto(`-XX:ErrorFile="/var/log/e %p.log" -Xmx1g`)},
+			wantEnv:  jto(`-XX:ErrorFile="/var/log/e %p.log" -Xmx1g ` + dump),
+			warnings: []string{`dumpcatcher: container "app" sets its own -XX:ErrorFile=/var/log/e %p.log in JAVA_TOOL_OPTIONS; it is kept, but JVM crash logs are uploaded only when it is /dc/dumps/hs_err_pid%p.log: change it to that or remove it`}},
+		{name: "literal ErrorFile in the dump dir: kept, no warning", c: corev1.Container{Name: "app", Env: jto("-XX:ErrorFile=/dc/dumps/./hs_err_pid%p.log")},
+			wantEnv: jto("-XX:ErrorFile=/dc/dumps/./hs_err_pid%p.log " + dump)},
+		{name: "valueFrom: ours last, so ours wins", c: corev1.Container{Name: "app", Env: []corev1.EnvVar{{Name: JTOEnv, ValueFrom: cm}}},
+			wantEnv: []corev1.EnvVar{{Name: OriginalJTOEnv, ValueFrom: cm}, {Name: JTOEnv, Value: "$(" + OriginalJTOEnv + ") " + dump + " " + ours}}},
+		{name: "command line ErrorFile into the dump dir: no warning", c: corev1.Container{Name: "app", Args: []string{"-XX:ErrorFile=/dc/dumps/hs_err_pid%p.log"},
+			Env: []corev1.EnvVar{{Name: "_JAVA_OPTIONS", Value: "-Xmx1g '-XX:ErrorFile=/dc/dumps/hs_err_pid%p.log'"}}},
+			wantEnv: append(jto(dump+" "+ours), corev1.EnvVar{Name: "_JAVA_OPTIONS", Value: "-Xmx1g '-XX:ErrorFile=/dc/dumps/hs_err_pid%p.log'"})},
+		{name: "JDK_JAVA_OPTIONS ErrorFile elsewhere: warned", c: corev1.Container{Name: "app", Env: []corev1.EnvVar{{Name: "JDK_JAVA_OPTIONS", Value: "-Xmx1g -XX:ErrorFile=/tmp/e.log"}}},
+			wantEnv:  append(jto(dump+" "+ours), corev1.EnvVar{Name: "JDK_JAVA_OPTIONS", Value: "-Xmx1g -XX:ErrorFile=/tmp/e.log"}),
+			warnings: []string{`dumpcatcher: container "app" sets -XX:ErrorFile in its env JDK_JAVA_OPTIONS, which overrides JAVA_TOOL_OPTIONS: JVM crash logs are uploaded only when it is /dc/dumps/hs_err_pid%p.log; change it to that or remove it`}},
+		{name: "command line ErrorFile: warned", c: corev1.Container{Name: "app", Args: []string{"-XX:ErrorFile=/tmp/x.log"}},
+			wantEnv:  jto(dump + " " + ours),
+			warnings: []string{`dumpcatcher: container "app" sets -XX:ErrorFile in its args, which overrides JAVA_TOOL_OPTIONS: JVM crash logs are uploaded only when it is /dc/dumps/hs_err_pid%p.log; change it to that or remove it`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var w warnings
+			setDumpOptions(&tt.c, dir, &w)
+			if diff := cmp.Diff(tt.wantEnv, tt.c.Env); diff != "" {
+				t.Errorf("env (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.warnings, []string(w)); diff != "" {
+				t.Errorf("warnings (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

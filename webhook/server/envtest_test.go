@@ -211,7 +211,7 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 			t.Fatalf("not injected: %v", got.Annotations)
 		}
 		app := got.Spec.Containers[0]
-		if jto := envValue(app, "JAVA_TOOL_OPTIONS"); jto != "-XX:+HeapDumpOnOutOfMemoryError -XX:HeapDumpPath=/dumpcatcher/dumps/" {
+		if jto := envValue(app, "JAVA_TOOL_OPTIONS"); jto != "-XX:+HeapDumpOnOutOfMemoryError -XX:HeapDumpPath=/dumpcatcher/dumps/ -XX:ErrorFile=/dumpcatcher/dumps/hs_err_pid%p.log" {
 			t.Errorf("JAVA_TOOL_OPTIONS = %q", jto)
 		}
 		if app.Lifecycle == nil || app.Lifecycle.PreStop == nil || app.Lifecycle.PreStop.Exec == nil {
