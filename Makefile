@@ -14,7 +14,7 @@ help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: ## build the pinned test tools (kube-apiserver, etcd, minio, helm, helm-docs, mc, cert-manager and ServiceMonitor CRDs) into the cache
+tools: ## build the pinned test tools (kube-apiserver, etcd, minio, helm, helm-docs, mc, registry, actionlint, imgbuild, cert-manager and ServiceMonitor CRDs) into the cache
 	@bash test/tools/install.sh >/dev/null
 
 .PHONY: build

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the pinned test binaries (kube-apiserver, etcd, minio, helm,
-# helm-docs, mc) from the small Go modules next to this script and prints the
+# helm-docs, mc, registry, actionlint) and imgbuild (make images, make push)
+# from the small Go modules next to this script and prints the
 # directory holding them as the LAST line of stdout; everything else goes to
 # stderr:
 #

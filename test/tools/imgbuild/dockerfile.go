@@ -116,6 +116,11 @@ func parseFinalStage(file string) (*stage, error) {
 			return nil, fmt.Errorf("%s: imgbuild does not handle %s in the final stage", file, ins)
 		}
 	}
+	// The base imgbuild writes from scratch stands for distroless/static
+	// only: another base (a C library, a shell) would need another one.
+	if !strings.HasPrefix(st.From, "gcr.io/distroless/static") || !strings.HasSuffix(st.From, ":nonroot") {
+		return nil, fmt.Errorf("%s: FROM %s: imgbuild builds the gcr.io/distroless/static...:nonroot base only", file, st.From)
+	}
 	if len(st.Binaries) == 0 {
 		return nil, fmt.Errorf("%s: the final stage copies no binary", file)
 	}
