@@ -650,6 +650,7 @@ func TestPush(t *testing.T) {
 				t.Errorf("%s %s: layers: %v", title, m.Platform, err)
 			}
 		}
+		checkSBOMReferrer(t, ref, filepath.Join(out, title+".spdx.json"))
 		tagged, err := name.NewTag(registry + "/" + title + ":" + testVersion)
 		if err != nil {
 			t.Fatal(err)
@@ -658,6 +659,60 @@ func TestPush(t *testing.T) {
 		if err != nil || desc.Digest != ld {
 			t.Errorf("%s: tag %s is %v (%v), want %s", title, tagged, desc, err, ld)
 		}
+	}
+}
+
+// checkSBOMReferrer: the registry lists one artifact referring to the index
+// ref (distribution v3.0.0 has no referrers API: go-containerregistry reads
+// the fallback tag sha256-<digest>, whose entry carries the config's media
+// type), an SPDX artifact whose layer is the SBOM file.
+func checkSBOMReferrer(t *testing.T, ref name.Digest, file string) {
+	t.Helper()
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs, err := remote.Referrers(ref)
+	if err != nil {
+		t.Fatalf("referrers of %s: %v", ref, err)
+	}
+	im, err := refs.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(im.Manifests) != 1 {
+		t.Fatalf("referrers of %s: %+v, want the SBOM artifact", ref, im.Manifests)
+	}
+	desc, err := remote.Get(ref.Context().Digest(im.Manifests[0].Digest.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		ArtifactType string
+		Layers       []v1.Descriptor
+		Subject      *v1.Descriptor
+	}
+	if err := json.Unmarshal(desc.Manifest, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.ArtifactType != "application/spdx+json" || len(m.Layers) != 1 || m.Subject == nil || m.Subject.Digest.String() != ref.DigestStr() {
+		t.Fatalf("SBOM artifact: type %q, layers %+v, subject %+v", m.ArtifactType, m.Layers, m.Subject)
+	}
+	l, err := remote.Layer(ref.Context().Digest(m.Layers[0].Digest.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("SBOM artifact of %s: %d bytes, not the %d of %s", ref, len(got), len(want), filepath.Base(file))
 	}
 }
 

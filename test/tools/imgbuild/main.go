@@ -27,6 +27,12 @@
 // OUT/NAME.spdx.json, its SPDX 2.3 SBOM; the image's label
 // io.dumpcatcher.sbom carries the SBOM's sha256 digest. OUT/digests.txt
 // lists NAME and index digest, one image a line.
+//
+// push writes each index as REGISTRY/NAME:TAG and the SBOM as an OCI 1.1
+// artifact (artifactType application/spdx+json) whose subject is the index,
+// found through the referrers API or its fallback tag sha256-<digest>.
+// Credentials: REGISTRY_USERNAME and REGISTRY_PASSWORD, else the Docker
+// config (~/.docker/config.json) and its credential helpers.
 package main
 
 import (
@@ -56,6 +62,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -452,6 +459,10 @@ func pushCmd(args []string) error {
 			}
 			fmt.Printf("%s@%s\n", ref, desc.Digest)
 		}
+		if err := pushSBOM(filepath.Join(*in, e.Name()+".spdx.json"), strings.TrimSuffix(*registry, "/")+"/"+e.Name(),
+			desc, nopts, kc); err != nil {
+			return err
+		}
 		pushed++
 	}
 	if pushed == 0 {
@@ -459,6 +470,74 @@ func pushCmd(args []string) error {
 	}
 	return nil
 }
+
+// pushSBOM pushes the image's SBOM as an OCI 1.1 artifact whose subject is
+// the image index, so that the registry's referrers API (or the fallback
+// tag sha256-<digest>) lists it next to the image: artifactType
+// application/spdx+json, the empty config, the SBOM as its one layer.
+func pushSBOM(file, repo string, subject v1.Descriptor, nopts []name.Option, kc authn.Keychain) error {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("push: SBOM: %v (run make images)", err)
+	}
+	r, err := name.NewRepository(repo, nopts...)
+	if err != nil {
+		return err
+	}
+	auth := remote.WithAuthFromKeychain(kc)
+	emptyConfig := []byte("{}")
+	blobs := []struct {
+		data []byte
+		mt   types.MediaType
+	}{{emptyConfig, emptyMediaType}, {data, sbomArtifactType}}
+	var descs []v1.Descriptor
+	for _, b := range blobs {
+		l := static.NewLayer(b.data, b.mt)
+		if err := remote.WriteLayer(r, l, auth); err != nil {
+			return fmt.Errorf("push SBOM blob to %s: %v", r, err)
+		}
+		d, _ := l.Digest()
+		descs = append(descs, v1.Descriptor{MediaType: b.mt, Digest: d, Size: int64(len(b.data))})
+	}
+	raw, err := json.Marshal(artifactManifest{
+		SchemaVersion: 2, MediaType: types.OCIManifestSchema1, ArtifactType: sbomArtifactType,
+		Config: descs[0], Layers: descs[1:],
+		Subject: &v1.Descriptor{MediaType: subject.MediaType, Digest: subject.Digest, Size: subject.Size},
+	})
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(raw)
+	ref := r.Digest("sha256:" + hex.EncodeToString(sum[:]))
+	if err := remote.Put(ref, rawManifest{raw, types.OCIManifestSchema1}, auth); err != nil {
+		return fmt.Errorf("push SBOM %s: %v", ref, err)
+	}
+	fmt.Printf("%s (SBOM of %s)\n", ref, subject.Digest)
+	return nil
+}
+
+const (
+	// sbomArtifactType is the artifact type and layer media type of the SBOM.
+	sbomArtifactType types.MediaType = "application/spdx+json"
+	emptyMediaType   types.MediaType = "application/vnd.oci.empty.v1+json"
+)
+
+type artifactManifest struct {
+	SchemaVersion int64           `json:"schemaVersion"`
+	MediaType     types.MediaType `json:"mediaType"`
+	ArtifactType  types.MediaType `json:"artifactType"`
+	Config        v1.Descriptor   `json:"config"`
+	Layers        []v1.Descriptor `json:"layers"`
+	Subject       *v1.Descriptor  `json:"subject"`
+}
+
+type rawManifest struct {
+	raw []byte
+	mt  types.MediaType
+}
+
+func (m rawManifest) RawManifest() ([]byte, error)        { return m.raw, nil }
+func (m rawManifest) MediaType() (types.MediaType, error) { return m.mt, nil }
 
 type list []string
 
