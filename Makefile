@@ -14,7 +14,7 @@ help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: ## build the pinned test tools (kube-apiserver, etcd, minio, helm, helm-docs, mc, cert-manager and ServiceMonitor CRDs) into the cache
+tools: ## build the pinned test tools (kube-apiserver, etcd, minio, helm, helm-docs, mc, registry, actionlint, imgbuild, cert-manager and ServiceMonitor CRDs) into the cache
 	@bash test/tools/install.sh >/dev/null
 
 .PHONY: build
@@ -63,11 +63,56 @@ bench-cluster: build ## (root) pod start-up with and without injection on a fres
 generate: ## regenerate the chart README (helm-docs) and deploy/dumpcatcher.yaml (helm template) from the chart
 	@KUBEBUILDER_ASSETS=$$(bash test/tools/install.sh helm helm-docs) go test -count=1 ./test/chart -run 'TestReadme|TestDeployManifest' -update
 
-IMAGE_REPO ?= ghcr.io/dumpcatcher
+# Images: one per Dockerfile.* in the root. Each Dockerfile's final stage is
+# the one list of what its image holds (COPY --from=build /out/NAME /path
+# builds ./cmd/NAME into /path), its user, entrypoint, ports and labels;
+# test/tools/imgbuild reads it and builds without a Docker engine.
+DOCKERFILES := $(sort $(wildcard Dockerfile.*))
+PLATFORMS ?= linux/amd64,linux/arm64
+IMAGES_OUT ?= $(BIN)/images
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 .PHONY: images
-images: ## build the two container images (needs a Docker engine)
+images: ## build every image (Dockerfile.*) for $(PLATFORMS), reproducibly, without Docker: OCI layouts and SPDX SBOMs in bin/images/
+	@imgbuild=$$(bash test/tools/install.sh imgbuild)/imgbuild; \
+	  $$imgbuild build -src . -out $(IMAGES_OUT) -platforms $(PLATFORMS) -version $(VERSION) \
+	    -revision $(REVISION) -epoch $(SOURCE_DATE_EPOCH) $(DOCKERFILES)
+
+.PHONY: push
+push: images ## push the multi-platform images to REGISTRY=host[:port]/path as REGISTRY/NAME:$(VERSION) (REGISTRY_USERNAME/REGISTRY_PASSWORD or ~/.docker/config.json)
+	@if [[ -z "$(REGISTRY)" ]]; then echo "make push needs REGISTRY=host[:port]/path, e.g. REGISTRY=ghcr.io/dumpcatcher" >&2; exit 1; fi
+	@imgbuild=$$(bash test/tools/install.sh imgbuild)/imgbuild; \
+	  $$imgbuild push -in $(IMAGES_OUT) -registry $(REGISTRY) -tag $(VERSION)
+
+IMAGE_REPO ?= ghcr.io/dumpcatcher
+.PHONY: docker-images
+docker-images: ## the same two images with a Docker engine (BuildKit), for the host platform, on distroless
 	docker build -f Dockerfile.webhook --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/dumpcatcher-webhook:$(VERSION) .
 	docker build -f Dockerfile.sidecar --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/dumpcatcher:$(VERSION) .
+
+# Release: make release VERSION=x.y.z writes into bin/release/ the chart
+# package (chart version and appVersion x.y.z, so the image tags default to
+# x.y.z), the images (images/, with their SBOMs) and SHA256SUMS.
+# RELEASE_BINARIES are main packages (./cmd/NAME) shipped as plain binaries
+# for each platform as well.
+RELEASE_OUT ?= $(BIN)/release
+RELEASE_BINARIES := kubectl-dumpcatcher
+.PHONY: release
+release: ## VERSION=x.y.z: the chart package, the images and their SBOMs into bin/release/
+	@if ! [[ "$(VERSION)" =~ ^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$$ ]]; then \
+	  echo "make release needs VERSION=x.y.z (semantic version without v), got '$(VERSION)'" >&2; exit 1; fi
+	rm -rf $(RELEASE_OUT)
+	@$(MAKE) --no-print-directory chart-package images IMAGES_OUT=$(RELEASE_OUT)/images
+	@for b in $(RELEASE_BINARIES); do for p in $$(tr , ' ' <<<"$(PLATFORMS)"); do \
+	  CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} go build -trimpath -buildvcs=false -ldflags "$(LDFLAGS)" \
+	    -o $(RELEASE_OUT)/$$b-$${p%/*}-$${p#*/} ./cmd/$$b; done; done
+	cd $(RELEASE_OUT) && find . -type f ! -name SHA256SUMS | LC_ALL=C sort | xargs sha256sum >SHA256SUMS
+
+.PHONY: chart-package
+chart-package: ## VERSION=x.y.z: helm package the chart into bin/release/ (version and appVersion x.y.z)
+	@mkdir -p $(RELEASE_OUT)
+	@helm=$$(bash test/tools/install.sh helm)/helm; \
+	  $$helm package charts/dumpcatcher --version $(VERSION) --app-version $(VERSION) -d $(RELEASE_OUT)
 
 .PHONY: demo
 demo: ## (root) start the single-node cluster, install cert-manager, MinIO and the chart, watch a JVM's OOM dump reach the bucket; stays up

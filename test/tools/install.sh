@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the pinned test binaries (kube-apiserver, etcd, minio, helm,
-# helm-docs, mc) from the small Go modules next to this script and prints the
+# helm-docs, mc, registry, actionlint) and imgbuild (make images, make push)
+# from the small Go modules next to this script and prints the
 # directory holding them as the LAST line of stdout; everything else goes to
 # stderr:
 #
@@ -25,7 +26,7 @@ set -euo pipefail
 exec 3>&1 1>&2 # stdout is reserved for the final bin-dir line
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
-all_tools=(kube-apiserver etcd minio helm helm-docs mc crds)
+all_tools=(kube-apiserver etcd minio helm helm-docs mc crds imgbuild registry actionlint)
 # The single-node cluster of test/cluster needs these on top of etcd and
 # kube-apiserver. They are not in all_tools: `make test` does not run a
 # cluster, and the four of them cost about 4 minutes of 2 cores to build
@@ -88,10 +89,22 @@ spec() {
 		ldflags+=" -X github.com/cert-manager/cert-manager/pkg/util.AppVersion=$v"
 		ldflags+=" -X github.com/cert-manager/cert-manager/pkg/util.AppGitState=clean"
 		;;
-	mkimg | pause | cri)
-		# Small tools of the e2e rig, each its own module (test/tools/<name>)
+	mkimg | pause | cri | imgbuild)
+		# Small tools of the e2e rig and imgbuild (make images, make push), each its own module (test/tools/<name>)
 		# with its source next to go.mod (hashed into the stamp).
 		dir=$1 pkg=.
+		;;
+	registry)
+		# The distribution registry the push test (test/images) pushes to
+		# on 127.0.0.1.
+		dir=registry pkg=github.com/distribution/distribution/v3/cmd/registry
+		v=$(modver registry github.com/distribution/distribution/v3)
+		ldflags+=" -X github.com/distribution/distribution/v3/version.version=$v"
+		;;
+	actionlint)
+		# Checks .github/workflows (test/ci).
+		dir=actionlint pkg=github.com/rhysd/actionlint/cmd/actionlint
+		# (it reports its version from the build info).
 		;;
 	etcd)
 		# etcd's version is a constant in go.etcd.io/etcd/api/v3/version.
