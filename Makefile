@@ -33,7 +33,7 @@ lint: ## gofmt and go vet
 .PHONY: test
 test: lint ## everything: unit, golden, fuzz seeds, real JVM, envtest against a real kube-apiserver
 	@assets=$$(bash test/tools/install.sh); \
-	  KUBEBUILDER_ASSETS=$$assets DUMPCATCHER_REQUIRE_REAL=1 go test -count=1 -race ./...
+	  KUBEBUILDER_ASSETS=$$assets DUMPCATCHER_REQUIRE_REAL=1 go test -count=1 -race -timeout 30m ./...
 	go test -run '^$$' -fuzz FuzzInject -fuzztime $(FUZZTIME) ./webhook/inject
 
 .PHONY: test-unit
