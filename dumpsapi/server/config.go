@@ -65,20 +65,9 @@ func (c Config) PresignExpiry() time.Duration {
 	return c.Presign.Expiry.Duration
 }
 
-// InvalidError is every problem of a configuration.
-type InvalidError struct {
-	File string
-	Errs field.ErrorList
-}
-
-func (e *InvalidError) Error() string {
-	return fielderr.Lines(e.Errs, func(fe *field.Error) string {
-		if e.File != "" {
-			return "config " + e.File + ": " + fe.Field
-		}
-		return fe.Field
-	})
-}
+// InvalidError is every problem of a configuration, one a line naming its
+// key (and the file, when read from one).
+type InvalidError = fielderr.FileError
 
 // LoadConfig reads and validates the file.
 func LoadConfig(file string) (Config, error) {

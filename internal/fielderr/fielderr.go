@@ -25,3 +25,21 @@ func Lines(errs field.ErrorList, where func(*field.Error) string) string {
 // Path is where for errors whose field path is what a person knows: a key
 // of a configuration file, say.
 func Path(e *field.Error) string { return e.Field }
+
+// FileError is every problem of a configuration file: Error is one line a
+// problem, the key's path (after "config FILE: " when File is set), then
+// what is wrong.
+type FileError struct {
+	// File is the configuration file (empty: not read from a file).
+	File string
+	Errs field.ErrorList
+}
+
+func (e *FileError) Error() string {
+	return Lines(e.Errs, func(fe *field.Error) string {
+		if e.File != "" {
+			return "config " + e.File + ": " + fe.Field
+		}
+		return fe.Field
+	})
+}

@@ -25,3 +25,16 @@ func TestLines(t *testing.T) {
 		t.Errorf("Lines(nil) = %q", got)
 	}
 }
+
+func TestFileError(t *testing.T) {
+	errs := field.ErrorList{
+		field.Invalid(field.NewPath("presign", "expiry"), "0s", "want 1s to 168h"),
+		field.Required(field.NewPath("destinations"), "name at least one"),
+	}
+	if got, want := (&FileError{File: "/etc/c.yaml", Errs: errs}).Error(), "config /etc/c.yaml: presign.expiry: want 1s to 168h\nconfig /etc/c.yaml: destinations: name at least one"; got != want {
+		t.Errorf("with a file:\n%s\nwant:\n%s", got, want)
+	}
+	if got, want := (&FileError{Errs: errs[1:]}).Error(), "destinations: name at least one"; got != want {
+		t.Errorf("without a file: %q, want %q", got, want)
+	}
+}

@@ -204,23 +204,9 @@ func strictError(err error) *field.Error {
 	return field.Forbidden(field.NewPath(fp.FieldPath()), "unknown field: the configuration has no such key")
 }
 
-// InvalidError is every problem of a configuration.
-type InvalidError struct {
-	// File is the configuration file (empty: not read from a file).
-	File string
-	Errs field.ErrorList
-}
-
-// Error is one line per problem: the key's path (the file's name first
-// when there is one), then what is wrong.
-func (e *InvalidError) Error() string {
-	return fielderr.Lines(e.Errs, func(fe *field.Error) string {
-		if e.File != "" {
-			return "config " + e.File + ": " + fe.Field
-		}
-		return fe.Field
-	})
-}
+// InvalidError is every problem of a configuration, one a line naming its
+// key (and the file, when read from one).
+type InvalidError = fielderr.FileError
 
 // Validate returns every problem of c, each with its key's path. The
 // destination's errors never repeat the URL, which may hold credentials.
