@@ -17,43 +17,21 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/apiserver"
 )
 
 // TestRealKubeAPIServer runs the plugin against a REAL kube-apiserver
-// (envtest) without the dumps API server, for the errors that come from the
+// (internal/testsupport/apiserver) without the dumps API server, for the errors that come from the
 // kube-apiserver itself: the API not installed (no group), forbidden (the
 // authorizer answers before routing), and the aggregator's 503 for an
 // APIService whose Service is missing. The dumps server's own paths are
 // the lead's real-part test (plugintest.Run with a kubeconfig per user).
 func TestRealKubeAPIServer(t *testing.T) {
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		if os.Getenv("DUMPCATCHER_REQUIRE_REAL") != "" {
-			t.Fatal("KUBEBUILDER_ASSETS is not set; run `make tools` (make test does)")
-		}
-		t.Skip("KUBEBUILDER_ASSETS not set: run via `make test`")
-	}
-	env := &envtest.Environment{BinaryAssetsDirectory: assets}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("starting envtest: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stopping envtest: %v", err)
-		}
-	})
-	admin, err := env.ControlPlane.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc, err := admin.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
+	api := apiserver.Start(t, apiserver.Options{})
+	cfg := api.Config
 	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(path, kc, 0o600); err != nil {
+	if err := os.WriteFile(path, api.Kubeconfig(t, "admin", "system:masters"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -5,8 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -26,8 +24,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -38,6 +34,8 @@ import (
 	"github.com/dumpcatcher/dumpcatcher/dumpsapi/apis/dumps/v1alpha1"
 	"github.com/dumpcatcher/dumpcatcher/dumpsapi/server"
 	"github.com/dumpcatcher/dumpcatcher/internal/contract"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/apiserver"
+	"github.com/dumpcatcher/dumpcatcher/internal/testsupport/certs"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/miniotest"
 	"github.com/dumpcatcher/dumpcatcher/sidecar/storage/storagetest"
@@ -45,7 +43,6 @@ import (
 
 const (
 	apiNamespace = "dumpcatcher-system"
-	apiService   = "dumpcatcher-api"
 	base         = "/apis/dumps.dumpcatcher.io/v1alpha1"
 )
 
@@ -53,7 +50,7 @@ const (
 // the dumps API server running in-process on 127.0.0.1 behind an
 // APIService, a MinIO destination ("default") and a file:// one ("nas").
 type rig struct {
-	env          *envtest.Environment
+	api          *apiserver.Server
 	admin        *rest.Config
 	alice, bob   *rest.Config
 	minio, nas   storage.Bucket
@@ -73,72 +70,27 @@ func must(t *testing.T, err error) {
 	}
 }
 
+func write(t *testing.T, file string, data []byte) {
+	t.Helper()
+	must(t, os.WriteFile(file, data, 0o600))
+}
+
 func startRig(t *testing.T) *rig {
 	t.Helper()
-	assets := os.Getenv(miniotest.EnvAssets)
-	if assets == "" {
-		if os.Getenv(miniotest.EnvRequireReal) != "" {
-			t.Fatalf("%s is not set; %s is", miniotest.EnvAssets, miniotest.EnvRequireReal)
-		}
-		t.Skipf("%s not set: no kube-apiserver", miniotest.EnvAssets)
-	}
-	mio := miniotest.Start(t, miniotest.Options{})
-	dir := t.TempDir()
-
 	// The aggregation layer: the kube-apiserver proxies with a front-proxy
 	// client certificate and X-Remote-* headers the extension server
 	// trusts through the extension-apiserver-authentication ConfigMap.
-	frontCA := newCA(t, "front-proxy-ca")
-	write(t, filepath.Join(dir, "front-proxy-ca.crt"), frontCA.pem)
-	proxyCert, proxyKey := frontCA.issue(t, dir, "front-proxy-client", "front-proxy-client", true, nil, nil)
-	r := &rig{env: &envtest.Environment{BinaryAssetsDirectory: assets}}
-	args := r.env.ControlPlane.GetAPIServer().Configure()
-	args.Set("requestheader-client-ca-file", filepath.Join(dir, "front-proxy-ca.crt"))
-	args.Set("requestheader-allowed-names", "front-proxy-client")
-	args.Set("requestheader-extra-headers-prefix", "X-Remote-Extra-")
-	args.Set("requestheader-group-headers", "X-Remote-Group")
-	args.Set("requestheader-username-headers", "X-Remote-User")
-	args.Set("proxy-client-cert-file", proxyCert)
-	args.Set("proxy-client-key-file", proxyKey)
-	// envtest has no Service network and no pods. With
-	// --enable-aggregator-routing=true the aggregator resolves the Service
-	// through its EndpointSlices, which rejects ExternalName Services
-	// (k8s.io/apiserver/pkg/util/proxy.ResolveEndpoint: "unsupported
-	// service type") and whose addresses may not be loopback (EndpointSlice
-	// validation). Without it (the default) the aggregator uses
-	// proxy.ResolveCluster, which sends an ExternalName Service to
-	// <externalName>:<APIService port>: so the API is registered through an
-	// ExternalName Service "localhost" and aggregator routing stays off.
-	args.Set("enable-aggregator-routing", "false")
-	cfg, err := r.env.Start()
-	must(t, err)
-	t.Cleanup(func() {
-		if err := r.env.Stop(); err != nil {
-			t.Errorf("stopping envtest: %v", err)
-		}
-	})
-	r.admin = cfg
+	api := apiserver.Start(t, apiserver.Options{Aggregation: true})
+	mio := miniotest.Start(t, miniotest.Options{})
+	dir := t.TempDir()
+	r := &rig{api: api, admin: api.Config}
+	cfg := api.Config
 	r.kube = kubernetes.NewForConfigOrDie(cfg)
 	ctx := context.Background()
 
 	// The server's own identity: system:auth-delegator and the
 	// extension-apiserver-authentication-reader Role, as the chart binds.
-	apiUser, err := r.env.AddUser(envtest.User{Name: "dumpcatcher-api"}, cfg)
-	must(t, err)
-	subj := []rbacv1.Subject{{Kind: rbacv1.UserKind, Name: "dumpcatcher-api"}}
-	_, err = r.kube.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "dumpcatcher-api:auth-delegator"}, Subjects: subj,
-		RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:auth-delegator"},
-	}, metav1.CreateOptions{})
-	must(t, err)
-	_, err = r.kube.RbacV1().RoleBindings("kube-system").Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "dumpcatcher-api:auth-reader"}, Subjects: subj,
-		RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "extension-apiserver-authentication-reader"},
-	}, metav1.CreateOptions{})
-	must(t, err)
-	kubeconfig, err := apiUser.KubeConfig()
-	must(t, err)
-	write(t, filepath.Join(dir, "kubeconfig"), kubeconfig)
+	write(t, filepath.Join(dir, "kubeconfig"), api.DelegatingKubeconfig(t, "dumpcatcher-api"))
 
 	// Users: alice downloads in shop, bob reads in bank.
 	for _, ns := range []string{"shop", "bank", apiNamespace} {
@@ -160,7 +112,7 @@ func startRig(t *testing.T) *rig {
 	role("shop", "dumps-downloader", "alice", reader, downloader)
 	role("bank", "dumps-reader", "bob", reader)
 	for name, p := range map[string]**rest.Config{"alice": &r.alice, "bob": &r.bob} {
-		u, err := r.env.AddUser(envtest.User{Name: name}, cfg)
+		u, err := api.Env.AddUser(envtest.User{Name: name}, cfg)
 		must(t, err)
 		*p = u.Config()
 	}
@@ -183,20 +135,19 @@ func startRig(t *testing.T) *rig {
 	r.nas, err = storage.Open(fd, storage.Options{})
 	must(t, err)
 
-	// The server, with the flags the chart passes.
-	servingCA := newCA(t, "dumpcatcher-api-ca")
-	certFile, keyFile := servingCA.issue(t, dir, "serving", apiService, false,
-		[]string{apiService + "." + apiNamespace + ".svc", "localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
+	// The server, with the flags the chart passes, and a serving
+	// certificate for the name the aggregator verifies.
+	servingCA := certs.NewNamedCA(t, "dumpcatcher-api-ca")
+	servingCA.Serving(t, apiserver.ServiceDNSName(v1alpha1.GroupName, "v1alpha1"), "localhost", "127.0.0.1").
+		WriteAs(t, dir, "serving.crt", "serving.key", "")
+	certFile, keyFile := filepath.Join(dir, "serving.crt"), filepath.Join(dir, "serving.key")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	r.serverURL = fmt.Sprintf("https://127.0.0.1:%d", port)
-	pair, err := tls.LoadX509KeyPair(proxyCert, proxyKey)
-	must(t, err)
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(servingCA.pem)
-	r.direct = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: roots}}}
+	r.direct = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		Certificates: []tls.Certificate{api.FrontProxy.Client.TLS(t)}, RootCAs: servingCA.Pool()}}}
 	o := server.NewOptions()
 	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
 	o.AddFlags(fs)
@@ -226,34 +177,11 @@ func startRig(t *testing.T) *rig {
 		}
 	})
 
-	// Registration: an ExternalName Service and the APIService.
-	_, err = r.kube.CoreV1().Services(apiNamespace).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: apiService},
-		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "localhost"},
-	}, metav1.CreateOptions{})
-	must(t, err)
-	apisvc := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
-		"metadata": map[string]any{"name": "v1alpha1." + v1alpha1.GroupName},
-		"spec": map[string]any{
-			"group": v1alpha1.GroupName, "version": "v1alpha1", "groupPriorityMinimum": int64(1000), "versionPriority": int64(15),
-			"service":  map[string]any{"name": apiService, "namespace": apiNamespace, "port": int64(port)},
-			"caBundle": base64.StdEncoding.EncodeToString(servingCA.pem),
-		},
-	}}
-	_, err = dynamic.NewForConfigOrDie(cfg).Resource(schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}).
-		Create(ctx, apisvc, metav1.CreateOptions{})
-	must(t, err)
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		code, body := r.do(t, r.admin, "GET", base, nil)
-		if code == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the APIService did not become available: %d %s", code, body)
-		}
-		time.Sleep(500 * time.Millisecond)
+	// Registration: an ExternalName Service and the APIService; it
+	// returns once the aggregator serves the group version.
+	api.RegisterAPIService(t, v1alpha1.GroupName, "v1alpha1", net.JoinHostPort("127.0.0.1", fmt.Sprint(port)), servingCA.CertPEM)
+	if code, body := r.do(t, r.admin, "GET", base, nil); code != 200 {
+		t.Fatalf("the APIService is not available: %d %s", code, body)
 	}
 	return r
 }

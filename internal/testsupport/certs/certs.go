@@ -1,16 +1,18 @@
 // Package certs makes the certificates tests need: a CA generated for the
-// test and serving certificates it signs, PEM-encoded, valid from an hour
-// ago for a day (ECDSA P-256).
+// test and the serving and client certificates it signs, PEM-encoded, valid
+// from an hour ago for a day (ECDSA P-256).
 //
 //	ca := certs.NewCA(t)
 //	pair := ca.Serving(t, "127.0.0.1", "localhost")
 //	pair.Write(t, dir) // dir/tls.crt, dir/tls.key, dir/ca.crt
+//	client := ca.Client(t, "front-proxy-client") // client auth, CN only
 package certs
 
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -37,7 +39,7 @@ type CA struct {
 	key     *ecdsa.PrivateKey
 }
 
-// Pair is a serving certificate and its key, PEM-encoded, with the PEM of
+// Pair is a serving or client certificate and its key, PEM-encoded, with the PEM of
 // the CA that signed it.
 type Pair struct {
 	CertPEM, KeyPEM, CAPEM []byte
@@ -88,16 +90,7 @@ func (ca *CA) Serving(t testing.TB, hosts ...string) Pair {
 	if len(hosts) == 0 {
 		t.Fatal("certs: Serving needs at least one host")
 	}
-	key := newKey(t)
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(t),
-		Subject:      pkix.Name{CommonName: hosts[0]},
-		NotBefore:    now.Add(-notBeforeSkew),
-		NotAfter:     now.Add(validFor),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
+	tmpl := ca.leaf(t, hosts[0], x509.ExtKeyUsageServerAuth)
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
@@ -105,9 +98,48 @@ func (ca *CA) Serving(t testing.TB, hosts ...string) Pair {
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
+	return ca.sign(t, tmpl)
+}
+
+// Client signs a client certificate (client auth) with the common name cn
+// (the user name a Kubernetes API server reads from it) and organizations
+// orgs (its groups).
+func (ca *CA) Client(t testing.TB, cn string, orgs ...string) Pair {
+	t.Helper()
+	tmpl := ca.leaf(t, cn, x509.ExtKeyUsageClientAuth)
+	tmpl.Subject.Organization = orgs
+	return ca.sign(t, tmpl)
+}
+
+// TLS is the pair as a tls.Certificate (for a tls.Config's Certificates).
+func (p Pair) TLS(t testing.TB) tls.Certificate {
+	t.Helper()
+	c, err := tls.X509KeyPair(p.CertPEM, p.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (ca *CA) leaf(t testing.TB, cn string, usage x509.ExtKeyUsage) *x509.Certificate {
+	t.Helper()
+	now := time.Now()
+	return &x509.Certificate{
+		SerialNumber: serial(t),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    now.Add(-notBeforeSkew),
+		NotAfter:     now.Add(validFor),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+	}
+}
+
+func (ca *CA) sign(t testing.TB, tmpl *x509.Certificate) Pair {
+	t.Helper()
+	key := newKey(t)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
-		t.Fatalf("creating the serving certificate for %v: %v", hosts, err)
+		t.Fatalf("creating the certificate of %q: %v", tmpl.Subject.CommonName, err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {

@@ -53,3 +53,32 @@ func TestServingVerifies(t *testing.T) {
 		t.Errorf("IPs %v, CN %q", leaf.IPAddresses, leaf.Subject.CommonName)
 	}
 }
+
+// TestClientVerifies: a client certificate carries its CN and groups,
+// verifies for client auth against its CA only, and not for serving.
+func TestClientVerifies(t *testing.T) {
+	ca := NewCA(t)
+	pair := ca.Client(t, "front-proxy-client", "system:masters")
+	leaf, err := x509.ParseCertificate(pair.TLS(t).Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf.Subject.CommonName != "front-proxy-client" || len(leaf.Subject.Organization) != 1 || leaf.Subject.Organization[0] != "system:masters" ||
+		len(leaf.DNSNames)+len(leaf.IPAddresses) != 0 {
+		t.Errorf("subject %v, DNS %v, IPs %v", leaf.Subject, leaf.DNSNames, leaf.IPAddresses)
+	}
+	for _, tc := range []struct {
+		roots *x509.CertPool
+		usage x509.ExtKeyUsage
+		ok    bool
+	}{
+		{ca.Pool(), x509.ExtKeyUsageClientAuth, true},
+		{ca.Pool(), x509.ExtKeyUsageServerAuth, false},
+		{NewCA(t).Pool(), x509.ExtKeyUsageClientAuth, false},
+	} {
+		_, err := leaf.Verify(x509.VerifyOptions{Roots: tc.roots, KeyUsages: []x509.ExtKeyUsage{tc.usage}})
+		if (err == nil) != tc.ok {
+			t.Errorf("verify for usage %v: %v, want ok=%v", tc.usage, err, tc.ok)
+		}
+	}
+}
