@@ -614,6 +614,13 @@ func checkAPIOnServer(t *testing.T, c *cluster, r *rendered) {
 
 	sa := d.Spec.Template.Spec.ServiceAccountName
 	saUser, saGroups := "system:serviceaccount:"+ns+":"+sa, []string{"system:serviceaccounts", "system:serviceaccounts:" + ns}
+	// The RBAC authorizer sees the chart's new bindings through a watch.
+	tokenReviews := authorizationv1.ResourceAttributes{Verb: "create", Group: "authentication.k8s.io", Resource: "tokenreviews"}
+	for deadline := time.Now().Add(30 * time.Second); !c.allowedFor(t, saUser, saGroups, tokenReviews); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the API server's ServiceAccount may still not create tokenreviews 30 s after the chart was applied")
+		}
+	}
 	for _, a := range []struct {
 		ra   authorizationv1.ResourceAttributes
 		want bool
@@ -650,6 +657,18 @@ func checkAPIOnServer(t *testing.T, c *cluster, r *rendered) {
 		}
 		if _, err := c.client.RbacV1().RoleBindings(dev).Create(ctx, rb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)
+		}
+	}
+	// The RBAC authorizer sees new RoleBindings through a watch: wait (up to
+	// 30 s) until every bound user may list dumps in dev before asking what
+	// each may do (seen once: rita's binding not yet seen right after its
+	// create).
+	for _, user := range []string{"jane@example.com", "rita", "adam"} {
+		ra := authorizationv1.ResourceAttributes{Verb: "list", Group: dumpsGroup, Version: "v1alpha1", Resource: "dumps", Namespace: dev}
+		for deadline := time.Now().Add(30 * time.Second); !c.allowedFor(t, user, nil, ra); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s may still not list dumps in %q 30 s after the RoleBinding was made", user, dev)
+			}
 		}
 	}
 	type action struct{ verb, subresource string }
