@@ -17,6 +17,7 @@ package dumpfile
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"time"
@@ -219,4 +220,22 @@ const (
 // dump look sparse.
 func Sparse(i Info) bool {
 	return i.Allocated < i.Size/SparseRatio && i.Size-i.Allocated >= SparseSlack
+}
+
+// Inspect opens path with Open and runs inspect on the open file, for at
+// most the size fstat reported at the open; an error of inspect names path.
+// The structure checks of heap dumps, crash logs and core files
+// (sidecar/hprof, sidecar/hserr, sidecar/elfcore) open files through it.
+func Inspect[R any](path string, inspect func(r io.ReaderAt, size int64) (R, error)) (R, error) {
+	f, info, err := Open(path)
+	if err != nil {
+		var zero R
+		return zero, err
+	}
+	defer f.Close()
+	rep, err := inspect(f, info.Size)
+	if err != nil {
+		return rep, fmt.Errorf("%s: %w", path, err)
+	}
+	return rep, nil
 }

@@ -72,16 +72,7 @@ func IsELF(head []byte) bool { return bytes.HasPrefix(head, []byte(Magic)) }
 // error wrapping dumpfile.ErrNotRegular) and inspects it, for at most the
 // size fstat reported at the open.
 func InspectFile(path string) (Report, error) {
-	f, info, err := dumpfile.Open(path)
-	if err != nil {
-		return Report{}, err
-	}
-	defer f.Close()
-	rep, err := Inspect(f, info.Size)
-	if err != nil {
-		return rep, fmt.Errorf("%s: %w", path, err)
-	}
-	return rep, nil
+	return dumpfile.Inspect(path, Inspect)
 }
 
 // Inspect checks the core file of the given size readable through r.

@@ -115,16 +115,7 @@ type Report struct {
 // an error wrapping dumpfile.ErrNotRegular, and only the size fstat reported
 // at the open is read.
 func InspectFile(path string) (Report, error) {
-	f, info, err := dumpfile.Open(path)
-	if err != nil {
-		return Report{}, err
-	}
-	defer f.Close()
-	rep, err := Inspect(f, info.Size)
-	if err != nil {
-		return rep, fmt.Errorf("%s: %w", path, err)
-	}
-	return rep, nil
+	return dumpfile.Inspect(path, Inspect)
 }
 
 // Inspect checks the heap dump of the given size readable through r.

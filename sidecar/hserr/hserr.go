@@ -50,16 +50,7 @@ type Report struct {
 // device does not block, anything but a regular file is refused with an
 // error wrapping dumpfile.ErrNotRegular) and inspects it.
 func InspectFile(path string) (Report, error) {
-	f, info, err := dumpfile.Open(path)
-	if err != nil {
-		return Report{}, err
-	}
-	defer f.Close()
-	rep, err := Inspect(f, info.Size)
-	if err != nil {
-		return rep, fmt.Errorf("%s: %w", path, err)
-	}
-	return rep, nil
+	return dumpfile.Inspect(path, Inspect)
 }
 
 // Inspect checks the crash log of the given size readable through r. It
